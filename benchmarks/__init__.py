@@ -1,0 +1,1 @@
+"""Benchmarks of ANN backends, the server under load, and retrieval quality."""

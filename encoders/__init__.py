@@ -1,0 +1,1 @@
+"""The OmniSearchSage model: query encoder, entity encoder, compatibility heads, training, evaluation."""

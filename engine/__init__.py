@@ -1,0 +1,1 @@
+"""The gRPC search server: Search, Embed, Admin, health, hot swap of generations."""

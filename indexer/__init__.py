@@ -1,0 +1,1 @@
+"""Sharded ANN index builds, the SQLite manifest of generations and atomic publishing."""

@@ -1,0 +1,1 @@
+"""The .proto contract and its generated Python code."""
