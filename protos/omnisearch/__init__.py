@@ -1,0 +1,1 @@
+"""The omnisearch proto packages (one sub-package per API version)."""
