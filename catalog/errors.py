@@ -14,6 +14,10 @@ class CatalogError(OmniSearchError):
 class ImportRejected(OmniSearchError):
     """An import in strict mode met a bad row; nothing was written."""
 
+    def __init__(self, message: str, rejected: list[object] | None = None) -> None:
+        super().__init__(message)
+        self.rejected = rejected or []  # the Rejection records, for the CLI to print
+
 
 class IdClash(OmniSearchError):
     """An id already belongs to a record of another source."""
