@@ -206,7 +206,10 @@ class Catalog:
         self.db["legacy_spaces"].upsert(  # type: ignore[union-attr]
             {"name": space, "dim": dim, "description": description}, pk="name"
         )
-        rows = ({"space": space, "entity_id": i, "vector": v.astype("<f4").tobytes()} for i, v in zip(ids, vecs))
+        rows = (
+            {"space": space, "entity_id": i, "vector": v.astype("<f4").tobytes()}
+            for i, v in zip(ids, vecs, strict=True)
+        )
         self.db["legacy_vectors"].upsert_all(rows, pk=("space", "entity_id"), batch_size=2000)  # type: ignore[union-attr]
         return len(ids)
 
