@@ -1,0 +1,350 @@
+"""The query path, independent of gRPC: normalise -> cache -> micro-batched encoder -> shards -> filter -> hydrate.
+
+Filters (entity kind, language) are applied after the ANN search: the indices hold no attributes, so the
+engine over-fetches `k * overfetch` hits, drops those that do not match (or are not in the catalog), and keeps
+the best k. A very selective filter can therefore return fewer than k hits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import psutil
+from numpy.typing import NDArray
+
+from catalog.errors import DimensionMismatch, InvalidVector
+from engine.batcher import BatcherStats, MicroBatcher
+from engine.cache import CacheStats, EmbeddingCache
+from engine.config import EngineConfig
+from engine.errors import DeadlineExceeded, InvalidRequest, TextQueriesUnsupported
+from engine.generations import GenerationManager, ReloadOutcome
+from engine.metrics import EngineMetrics
+from engine.serving import Serving
+from engine.validate import check_filters, check_k, check_vector, normalise_text
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    score: float  # as the index reports it: inner product (higher is better) or squared L2 (lower is better)
+    kind: str = ""
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Timings:
+    embed_ms: float = 0.0
+    search_ms: float = 0.0
+    hydrate_ms: float = 0.0
+    total_ms: float = 0.0
+    cache_hit: bool = False
+    batch_size: int = 0
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    hits: list[Hit]
+    generation: int
+    checkpoint_id: str
+    index: str
+    timings: Timings
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    vectors: NDArray[np.float32]  # (n, dim)
+    generation: int
+    checkpoint_id: str
+    timings: Timings
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    serving: bool
+    generation: int
+    checkpoint_id: str
+    checkpoint: str
+    indices: list[dict[str, Any]]
+    loaded_at: str
+    manifest_generation: int
+    last_error: str
+    last_failed_generation: int
+    last_error_at: str
+    in_flight: int
+    draining: int
+    swaps: int
+    cache: CacheStats
+    batcher: BatcherStats
+    uptime_s: float
+    rss_bytes: int
+
+
+def apply_thread_settings(config: EngineConfig) -> None:
+    """Pin the thread pools of torch and faiss so the encoder, the ANN search and gRPC share 2 cores sanely."""
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(config.faiss_threads)
+    except ImportError:  # faiss is only needed by faiss-backed indices
+        pass
+    try:
+        import torch
+
+        torch.set_num_threads(config.torch_threads)
+        try:
+            torch.set_num_interop_threads(1)  # one encoder call at a time; inter-op parallelism only adds threads
+        except RuntimeError:  # already set, or torch already ran parallel work in this process
+            pass
+    except ImportError:
+        pass
+
+
+def _remaining(deadline: float | None, step: str) -> None:
+    if deadline is not None and time.monotonic() >= deadline:
+        raise DeadlineExceeded(f"deadline passed before {step}")
+
+
+def _ms(seconds: float) -> float:
+    return seconds * 1000.0
+
+
+class Engine:
+    """Everything a Search/Embed/Admin call needs; the gRPC servicers are thin adapters over it."""
+
+    def __init__(self, config: EngineConfig, metrics: EngineMetrics | None = None) -> None:
+        self.config = config
+        self.metrics = metrics or EngineMetrics()
+        apply_thread_settings(config)
+        self.cache = EmbeddingCache(config.cache_size, config.cache_ttl_s)
+        self.batcher = MicroBatcher(
+            max_batch=config.batch_max,
+            max_wait_s=config.batch_max_wait_ms / 1000.0,
+            max_queue=config.queue_max,
+            on_batch=self.metrics.batch_size.observe,
+        )
+        self.generations = GenerationManager(config, self.batcher, self.metrics)
+        self.metrics.bind(
+            cache_hit_rate=lambda: self.cache.stats().hit_rate,
+            queue_depth=lambda: float(self.batcher.stats().queue_depth),
+        )
+        self.started = time.monotonic()
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> Engine:
+        """Start the encoder thread and the manifest follower (which loads the active generation)."""
+        self.batcher.start()
+        self.generations.start()
+        return self
+
+    def stop(self) -> None:
+        self.generations.stop()
+        self.batcher.stop()
+
+    # ------------------------------------------------------------------ embedding
+    def _embed(
+        self, serving: Serving, space: str, texts: Sequence[str], deadline: float | None, t: Timings
+    ) -> NDArray[np.float32]:
+        """Normalised texts -> vectors (n, dim), cache first, misses through the batcher."""
+        model = serving.model
+        if model is None:
+            raise TextQueriesUnsupported(
+                f"generation {serving.generation} was built from user vectors without an encoder checkpoint; "
+                "send a vector query instead of text"
+            )
+        if space not in model.spaces:
+            raise TextQueriesUnsupported(
+                f"the encoder {model.checkpoint_id} has no query head for space {space!r}; "
+                f"it has {sorted(model.spaces)}"
+            )
+        t0 = time.perf_counter()
+        keys = [(model.checkpoint_id, space, text) for text in texts]
+        found = [self.cache.get(key) for key in keys]
+        missing = [i for i, vec in enumerate(found) if vec is None]
+        self.metrics.cache.labels("hit").inc(len(texts) - len(missing))
+        if missing:
+            self.metrics.cache.labels("miss").inc(len(missing))
+            _remaining(deadline, "encoding")
+            vecs, batch = self.batcher.embed(model, space, [texts[i] for i in missing], deadline)
+            t.batch_size = batch
+            for j, i in enumerate(missing):
+                found[i] = vecs[j]
+                self.cache.put(keys[i], vecs[j])
+        t.cache_hit = not missing
+        t.embed_ms = _ms(time.perf_counter() - t0)
+        self.metrics.stage.labels("embed").observe(t.embed_ms / 1000.0)
+        return np.stack([v for v in found if v is not None]).astype(np.float32, copy=False)  # (n, dim)
+
+    def embed(self, texts: Sequence[str], space: str = "model", deadline: float | None = None) -> EmbedResult:
+        """Query embeddings of `texts` in `space` with the served generation's encoder."""
+        t0 = time.perf_counter()
+        if not texts:
+            raise InvalidRequest("no texts to embed")
+        if len(texts) > self.config.max_embed_texts:
+            raise InvalidRequest(f"{len(texts)} texts; the limit per call is {self.config.max_embed_texts}")
+        norm = [normalise_text(text, self.config.max_text_chars) for text in texts]
+        space = space or "model"
+        t = Timings()
+        with self.generations.acquire() as serving:
+            if serving.model is not None and space not in serving.model.spaces:
+                raise InvalidRequest(f"unknown space {space!r}; the encoder has {sorted(serving.model.spaces)}")
+            vecs = self._embed(serving, space, norm, deadline, t)
+            t.total_ms = _ms(time.perf_counter() - t0)
+            return EmbedResult(vecs, serving.generation, serving.checkpoint_id, t)
+
+    # ------------------------------------------------------------------ search
+    def search(
+        self,
+        index: str,
+        k: int,
+        text: str | None = None,
+        vector: Sequence[float] | NDArray[Any] | None = None,
+        kinds: Sequence[str] = (),
+        languages: Sequence[str] = (),
+        ef: int = 0,
+        nprobe: int = 0,
+        include_fields: bool = False,
+        deadline: float | None = None,
+    ) -> SearchResult:
+        """Top-k hits of `index` for a text or a vector, from the generation served at the time of the call.
+
+        Raises:
+            InvalidRequest, NotServing, TextQueriesUnsupported, Overloaded, DeadlineExceeded.
+        """
+        t0 = time.perf_counter()
+        if (text is None) == (vector is None):
+            raise InvalidRequest("give exactly one of text or vector")
+        check_k(k, self.config.max_k)
+        if ef < 0 or nprobe < 0:
+            raise InvalidRequest("ef and nprobe must be >= 0 (0 keeps the index default)")
+        norm = normalise_text(text, self.config.max_text_chars) if text is not None else None
+        t = Timings()
+        with self.generations.acquire() as serving:
+            record = serving.record.indices.get(index)
+            if record is None:
+                raise InvalidRequest(f"unknown index {index!r}; this generation has {sorted(serving.indices)}")
+            idx = serving.indices[index]
+            index_kind = record.entity_kind or ("query" if index == "queries" else None)
+            hyd = serving.hydrator
+            ks, ls = check_filters(
+                kinds, languages,
+                hyd.kinds if hyd else None, hyd.languages if hyd else None,
+                index_kind, index,
+            )
+            if norm is not None:
+                xq = self._embed(serving, record.space, [norm], deadline, t)  # (1, dim)
+            elif vector is not None:
+                xq = check_vector(vector, idx.dim, index)  # (1, dim)
+            else:  # unreachable after the check above; keeps the types narrow
+                raise InvalidRequest("give exactly one of text or vector")
+            _remaining(deadline, "the index search")
+            fetch = k * self.config.overfetch if (ks or ls) else k
+            params: dict[str, int] = {}
+            if ef:
+                params["ef"] = ef
+            if nprobe:
+                params["nprobe"] = nprobe
+            t1 = time.perf_counter()
+            try:
+                scores, ids = idx.search(xq, fetch, params or None)
+            except (DimensionMismatch, InvalidVector) as err:
+                raise InvalidRequest(str(err)) from err
+            except Exception as err:
+                if type(err).__name__ == "InvalidParameter":  # indexer.errors, imported lazily
+                    raise InvalidRequest(f"index {index!r}: {err}") from err
+                raise
+            t.search_ms = _ms(time.perf_counter() - t1)
+            self.metrics.stage.labels("search").observe(t.search_ms / 1000.0)
+            pairs = list(zip(ids[0], (float(s) for s in scores[0]), strict=True))
+            hits = self._finish(pairs, k, ks, ls, include_fields, index_kind, serving, deadline, t)
+            t.total_ms = _ms(time.perf_counter() - t0)
+            return SearchResult(hits, serving.generation, serving.checkpoint_id if norm else "", index, t)
+
+    def _finish(
+        self,
+        pairs: list[tuple[str, float]],
+        k: int,
+        ks: frozenset[str],
+        ls: frozenset[str],
+        include_fields: bool,
+        index_kind: str | None,
+        serving: Serving,
+        deadline: float | None,
+        t: Timings,
+    ) -> list[Hit]:
+        """Filter, cut to k and hydrate; catalog lookups only when filters or fields ask for them."""
+        if not (ks or ls or include_fields) or serving.hydrator is None:
+            return [Hit(str(i), s, index_kind or "") for i, s in pairs[:k]]
+        _remaining(deadline, "the catalog lookup")
+        t2 = time.perf_counter()
+        rows = serving.hydrator.lookup([str(i) for i, _ in pairs], queries_first=index_kind == "query")
+        hits: list[Hit] = []
+        for i, s in pairs:
+            row = rows.get(str(i))
+            if ks or ls:
+                if row is None:
+                    continue  # not in the catalog: its kind and language are unknown
+                if ks and row.get("kind") not in ks:
+                    continue
+                if ls and row.get("lang") not in ls:
+                    continue
+            kind = index_kind or (str(row.get("kind") or "") if row else "")
+            fields = serving.hydrator.display_fields(row) if include_fields and row else {}
+            hits.append(Hit(str(i), s, kind, fields))
+            if len(hits) == k:
+                break
+        t.hydrate_ms = _ms(time.perf_counter() - t2)
+        self.metrics.stage.labels("hydrate").observe(t.hydrate_ms / 1000.0)
+        return hits
+
+    # ------------------------------------------------------------------ admin
+    def reload(self, force: bool = False) -> ReloadOutcome:
+        return self.generations.check(force=force)
+
+    def rollback(self) -> ReloadOutcome:
+        return self.generations.rollback()
+
+    def status(self) -> EngineStatus:
+        g = self.generations
+        cur = g.current
+        indices: list[dict[str, Any]] = []
+        if cur is not None:
+            for name, rec in sorted(cur.record.indices.items()):
+                idx = cur.indices.get(name)
+                indices.append({
+                    "name": name,
+                    "space": rec.space,
+                    "entity_kind": rec.entity_kind or "",
+                    "dim": int(rec.dim),
+                    "metric": rec.metric,
+                    "backend": rec.backend,
+                    "count": int(rec.count),
+                    "shards": len(rec.shards),
+                    "memory_bytes": int(idx.memory_bytes()) if idx is not None else 0,
+                })
+        return EngineStatus(
+            serving=cur is not None,
+            generation=cur.generation if cur else 0,
+            checkpoint_id=cur.checkpoint_id if cur else "",
+            checkpoint=str(cur.record.checkpoint or "") if cur else "",
+            indices=indices,
+            loaded_at=cur.loaded_at if cur else "",
+            manifest_generation=g.manifest_generation,
+            last_error=g.last_error,
+            last_failed_generation=g.last_failed_generation,
+            last_error_at=g.last_error_at,
+            in_flight=g.in_flight(),
+            draining=g.draining(),
+            swaps=g.swaps,
+            cache=self.cache.stats(),
+            batcher=self.batcher.stats(),
+            uptime_s=time.monotonic() - self.started,
+            rss_bytes=int(psutil.Process(os.getpid()).memory_info().rss),
+        )

@@ -1,0 +1,260 @@
+"""gRPC servicers: proto <-> Engine calls, domain errors -> status codes, per-call metrics, admin auth."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from engine.core import Engine, EngineStatus, SearchResult, Timings
+from engine.errors import (
+    DeadlineExceeded,
+    GenerationLoadFailed,
+    InvalidRequest,
+    ManifestUnavailable,
+    NotServing,
+    Overloaded,
+    TextQueriesUnsupported,
+)
+from protos.omnisearch.v1 import omnisearch_pb2 as pb
+from protos.omnisearch.v1 import omnisearch_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+SEARCH_SERVICE = "omnisearch.v1.SearchService"
+ADMIN_SERVICE = "omnisearch.v1.AdminService"
+
+# The one place domain errors become status codes.
+STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
+    InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    NotServing: grpc.StatusCode.UNAVAILABLE,
+    TextQueriesUnsupported: grpc.StatusCode.FAILED_PRECONDITION,
+    Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    GenerationLoadFailed: grpc.StatusCode.FAILED_PRECONDITION,
+    ManifestUnavailable: grpc.StatusCode.FAILED_PRECONDITION,
+}
+
+R = TypeVar("R")
+
+
+def status_of(err: Exception) -> grpc.StatusCode:
+    for cls in type(err).__mro__:
+        code = STATUS_OF.get(cls)  # type: ignore[call-overload]
+        if code is not None:
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def _deadline(context: grpc.ServicerContext) -> float | None:
+    left = context.time_remaining()
+    return None if left is None else time.monotonic() + left
+
+
+def timings_pb(t: Timings) -> pb.Timings:
+    return pb.Timings(
+        embed_ms=t.embed_ms, search_ms=t.search_ms, hydrate_ms=t.hydrate_ms, total_ms=t.total_ms,
+        cache_hit=t.cache_hit, batch_size=t.batch_size,
+    )
+
+
+def search_response(res: SearchResult) -> pb.SearchResponse:
+    return pb.SearchResponse(
+        hits=[pb.Hit(id=h.id, score=h.score, kind=h.kind, fields=h.fields) for h in res.hits],
+        generation=res.generation,
+        checkpoint_id=res.checkpoint_id,
+        timings=timings_pb(res.timings),
+        index=res.index,
+    )
+
+
+class _Calls:
+    """Runs one RPC body: metrics, error translation, in-flight gauge."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.metrics = engine.metrics
+
+    def label(self, index: str) -> str:
+        # Bounded label values: names a client made up all count as "unknown".
+        cur = self.engine.generations.current
+        if cur is not None and (index in cur.indices or (cur.model is not None and index in cur.model.spaces)):
+            return index
+        return "unknown" if index else "-"
+
+    def run(self, method: str, index: str, context: grpc.ServicerContext, body: Callable[[], R]) -> R:
+        t0 = time.perf_counter()
+        code = grpc.StatusCode.OK
+        self.metrics.in_flight.inc()
+        try:
+            return body()
+        except Exception as err:
+            code = status_of(err)
+            if code is grpc.StatusCode.INTERNAL:
+                log.exception("%s failed", method)
+                message = f"internal error: {type(err).__name__}: {err}"
+            else:
+                message = str(err)
+            context.abort(code, message)
+            raise  # unreachable: abort raises
+        finally:
+            self.metrics.in_flight.dec()
+            label = self.label(index)
+            self.metrics.requests.labels(method, label, code.name).inc()
+            self.metrics.latency.labels(method, label).observe(time.perf_counter() - t0)
+
+
+class SearchServicer(pb_grpc.SearchServiceServicer):
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.calls = _Calls(engine)
+
+    def Search(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> pb.SearchResponse:
+        t0 = time.perf_counter()
+
+        def body() -> pb.SearchResponse:
+            which = request.WhichOneof("query")
+            if which is None:
+                raise InvalidRequest("set either text or vector")
+            res = self.engine.search(
+                index=request.index,
+                k=request.k,
+                text=request.text if which == "text" else None,
+                vector=request.vector.values if which == "vector" else None,
+                kinds=list(request.filters.kinds),
+                languages=list(request.filters.languages),
+                ef=request.params.ef,
+                nprobe=request.params.nprobe,
+                include_fields=request.include_fields,
+                deadline=_deadline(context),
+            )
+            out = search_response(res)
+            out.timings.total_ms = (time.perf_counter() - t0) * 1000.0
+            return out
+
+        return self.calls.run("Search", request.index, context, body)
+
+    def Embed(self, request: pb.EmbedRequest, context: grpc.ServicerContext) -> pb.EmbedResponse:
+        def body() -> pb.EmbedResponse:
+            res = self.engine.embed(list(request.texts), request.space or "model", _deadline(context))
+            return pb.EmbedResponse(
+                vectors=[pb.Vector(values=v.tolist()) for v in res.vectors],
+                dim=int(res.vectors.shape[1]),
+                generation=res.generation,
+                checkpoint_id=res.checkpoint_id,
+                timings=timings_pb(res.timings),
+            )
+
+        return self.calls.run("Embed", request.space or "model", context, body)
+
+
+def status_response(st: EngineStatus) -> pb.StatusResponse:
+    c, b = st.cache, st.batcher
+    return pb.StatusResponse(
+        serving=st.serving,
+        generation=st.generation,
+        checkpoint_id=st.checkpoint_id,
+        checkpoint=st.checkpoint,
+        indices=[pb.IndexStatus(**ix) for ix in st.indices],
+        loaded_at=st.loaded_at,
+        manifest_generation=st.manifest_generation,
+        last_error=st.last_error,
+        last_failed_generation=st.last_failed_generation,
+        last_error_at=st.last_error_at,
+        in_flight=st.in_flight,
+        draining=st.draining,
+        swaps=st.swaps,
+        cache=pb.CacheStats(
+            size=c.size, capacity=c.capacity, ttl_s=c.ttl_s, hits=c.hits, misses=c.misses,
+            expired=c.expired, hit_rate=c.hit_rate,
+        ),
+        batcher=pb.BatcherStats(
+            batches=b.batches, items=b.items, mean_batch_size=b.mean_batch_size,
+            max_batch_size_seen=b.max_batch_size_seen, queue_depth=b.queue_depth, rejected=b.rejected,
+            expired=b.expired, max_batch=b.max_batch, max_wait_ms=b.max_wait_ms,
+        ),
+        uptime_s=st.uptime_s,
+        rss_bytes=st.rss_bytes,
+    )
+
+
+class AdminServicer(pb_grpc.AdminServiceServicer):
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.calls = _Calls(engine)
+
+    def Status(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.StatusResponse:
+        return self.calls.run("Status", "", context, lambda: status_response(self.engine.status()))
+
+    def Reload(self, request: pb.ReloadRequest, context: grpc.ServicerContext) -> pb.ReloadResponse:
+        def body() -> pb.ReloadResponse:
+            out = self.engine.reload(force=request.force)
+            return pb.ReloadResponse(changed=out.changed, generation=out.generation, message=out.message)
+
+        return self.calls.run("Reload", "", context, body)
+
+    def Rollback(self, request: pb.RollbackRequest, context: grpc.ServicerContext) -> pb.RollbackResponse:
+        def body() -> pb.RollbackResponse:
+            out = self.engine.rollback()
+            return pb.RollbackResponse(changed=out.changed, generation=out.generation, message=out.message)
+
+        return self.calls.run("Rollback", "", context, body)
+
+    def ListGenerations(
+        self, request: pb.ListGenerationsRequest, context: grpc.ServicerContext
+    ) -> pb.ListGenerationsResponse:
+        def body() -> pb.ListGenerationsResponse:
+            gens = sorted(self.engine.generations.list_generations(), key=lambda g: -int(g.id))
+            cur = self.engine.generations.current
+            return pb.ListGenerationsResponse(
+                generations=[
+                    pb.GenerationInfo(
+                        id=int(g.id), state=g.state, created_at=g.created_at or "",
+                        published_at=g.published_at or "", checkpoint=str(g.checkpoint or ""),
+                        checkpoint_id=g.checkpoint_id or "", message=g.message or "",
+                        indices=sorted(g.indices),
+                    )
+                    for g in gens
+                ],
+                serving_generation=cur.generation if cur else 0,
+            )
+
+        return self.calls.run("ListGenerations", "", context, body)
+
+
+def _deny(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
+    def handler(request: Any, context: grpc.ServicerContext) -> Any:
+        context.abort(code, message)
+
+    return grpc.unary_unary_rpc_method_handler(handler)
+
+
+class AdminAuthInterceptor(grpc.ServerInterceptor):
+    """Admin calls need `authorization: Bearer <token>`: missing -> UNAUTHENTICATED, wrong -> PERMISSION_DENIED."""
+
+    def __init__(self, token: str) -> None:
+        if not token:
+            raise ValueError("the admin token must not be empty")
+        self._token = token.encode()
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        if not handler_call_details.method.startswith(f"/{ADMIN_SERVICE}/"):
+            return continuation(handler_call_details)
+        auth = ""
+        for key, value in handler_call_details.invocation_metadata or ():
+            if key == "authorization":
+                auth = value if isinstance(value, str) else value.decode()
+        scheme, _, token = auth.partition(" ")
+        if not auth or scheme.lower() != "bearer" or not token.strip():
+            return _deny(grpc.StatusCode.UNAUTHENTICATED, "admin calls need 'authorization: Bearer <token>'")
+        if not hmac.compare_digest(token.strip().encode(), self._token):
+            return _deny(grpc.StatusCode.PERMISSION_DENIED, "the admin token is not valid")
+        return continuation(handler_call_details)
