@@ -24,7 +24,7 @@ class EngineConfig:
     home: Home  # deployment folder: manifest.db, generations/, catalog.db
     host: str = "127.0.0.1"  # listen address; 0.0.0.0 accepts remote clients
     port: int = 50051  # gRPC port; 0 picks a free one (create_server returns it)
-    metrics_port: int | None = None  # Prometheus /metrics HTTP port; None or 0 turns it off
+    metrics_port: int | None = None  # Prometheus /metrics HTTP port; None or 0 turns it off, -1 picks a free one
     metrics_host: str = "127.0.0.1"  # address of the metrics HTTP server
     workers: int = 48  # gRPC handler threads; must exceed the concurrency that should share encoder batches
     max_concurrent_rpcs: int | None = 512  # more RPCs in flight than this are refused with RESOURCE_EXHAUSTED

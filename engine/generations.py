@@ -111,11 +111,11 @@ class GenerationManager:
 
     # ------------------------------------------------------------------ manifest side
     def _open_manifest(self, read_only: bool = True) -> Manifest:
-        from indexer.manifest import Manifest
-
         path = self.config.home.manifest_db
         if not path.exists():
             raise ManifestUnavailable(f"no manifest at {path}; build and publish a generation first")
+        from indexer.manifest import Manifest
+
         try:
             return Manifest(path, read_only=read_only)
         except Exception as err:

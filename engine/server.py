@@ -68,7 +68,7 @@ class EngineServer(grpc.Server):
     def start(self) -> None:
         cfg = self.engine.config
         if cfg.metrics_port:
-            self.metrics_port = self.engine.metrics.serve_http(cfg.metrics_port, cfg.metrics_host)
+            self.metrics_port = self.engine.metrics.serve_http(max(cfg.metrics_port, 0), cfg.metrics_host)
         self._inner.start()
         self.engine.start()
         log.info("engine listening on %s:%d", cfg.host, self.port)
