@@ -1,0 +1,108 @@
+"""A closed-loop gRPC load generator: keep N calls in flight, record per-call latency; no engine imports.
+
+Requests are pre-serialized bytes sent through a raw unary method, so the client spends its CPU on gRPC only
+(client and server share the machine's 2 cores; a leaner client leaves more for the server).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    concurrency: int
+    calls: int  # measured calls (after warm-up)
+    errors: int
+    seconds: float
+    qps: float
+    p50_ms: float
+    p99_ms: float
+    mean_ms: float
+    codes: dict[str, int] = field(default_factory=dict)
+
+
+def run_load(
+    target: str,
+    method: str,
+    requests: Sequence[bytes],
+    concurrency: int,
+    duration_s: float = 5.0,
+    max_calls: int = 1_000_000,
+    warmup_s: float = 1.0,
+    timeout_s: float = 10.0,
+    metadata: Sequence[tuple[str, str]] | None = None,
+) -> LoadResult:
+    """Send `requests` round-robin (each used once if there are enough) with `concurrency` calls in flight.
+
+    Args:
+        target: host:port.
+        method: full method path, e.g. "/omnisearch.v1.SearchService/Search".
+        requests: serialized request messages.
+        concurrency: calls kept in flight.
+        duration_s: measured period after `warmup_s`; the run also stops after `max_calls` measured calls.
+    """
+    if not requests or concurrency < 1:
+        raise ValueError("need requests and concurrency >= 1")
+    channel = grpc.insecure_channel(target)
+    call = channel.unary_unary(method)  # bytes in, bytes out
+    lock = threading.Lock()
+    finished = threading.Event()
+    lat: list[float] = []
+    codes: Counter[str] = Counter()
+    state = {"next": 0, "open": concurrency, "measured": 0}
+    t_start = time.perf_counter()
+    t_measure = t_start + warmup_s
+    t_end = t_measure + duration_s
+
+    def issue() -> None:
+        with lock:
+            i = state["next"]
+            state["next"] += 1
+        t0 = time.perf_counter()
+        fut = call.future(requests[i % len(requests)], timeout=timeout_s, metadata=metadata)
+        fut.add_done_callback(lambda f: done(f, t0))
+
+    def done(f: grpc.Future, t0: float) -> None:
+        now = time.perf_counter()
+        err = f.exception()
+        with lock:
+            if t0 >= t_measure and now <= t_end:
+                lat.append(now - t0)
+                state["measured"] += 1
+                if err is not None:
+                    codes[err.code().name] += 1  # type: ignore[attr-defined]
+            stop = now >= t_end or state["measured"] >= max_calls
+            if stop:
+                state["open"] -= 1
+                if state["open"] == 0:
+                    finished.set()
+        if not stop:
+            issue()
+
+    for _ in range(concurrency):
+        issue()
+    finished.wait(warmup_s + duration_s + timeout_s + 30)
+    elapsed = min(time.perf_counter(), t_end) - t_measure
+    channel.close()
+    arr = np.array(lat) * 1000.0
+    n = len(arr)
+    errors = sum(codes.values())
+    return LoadResult(
+        concurrency=concurrency,
+        calls=n,
+        errors=errors,
+        seconds=elapsed,
+        qps=(n - errors) / elapsed if elapsed > 0 else 0.0,
+        p50_ms=float(np.percentile(arr, 50)) if n else float("nan"),
+        p99_ms=float(np.percentile(arr, 99)) if n else float("nan"),
+        mean_ms=float(arr.mean()) if n else float("nan"),
+        codes=dict(codes),
+    )
