@@ -1,0 +1,153 @@
+"""An index as the engine sees it: its shards loaded from a generation, searched together, top-k merged.
+
+`xq` (nq, d) are query vectors. Scores are those of the backends (inner product for "ip", higher first;
+squared L2 distance for "l2", lower first). The merged API returns entity ids, not labels: per query a list of
+at most k ids; when a query has fewer results than k its list is shorter and the tail of its score row holds
+the pad value (-FLT_MAX for "ip", +FLT_MAX for "l2").
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from indexer.backends import AnnBackend, load_backend
+from indexer.backends.base import as_vectors, check_k
+from indexer.errors import DimensionMismatch, IndexNotReady, ShardCorrupt
+from indexer.manifest import IndexRecord
+from indexer.memory import check_memory
+from indexer.storage import read_ids, verify_shard
+
+log = logging.getLogger(__name__)
+
+LOAD_OVERHEAD = 1.2  # resident size vs file size while loading (ids, library bookkeeping)
+
+
+class ShardedIndex:
+    """The shards of one index, searched as one."""
+
+    def __init__(
+        self,
+        record: IndexRecord,
+        backends: Sequence[AnnBackend],
+        ids: Sequence[Sequence[str]],
+        executor: Executor | None = None,
+    ) -> None:
+        if len(backends) != len(ids):
+            raise IndexNotReady(f"{record.name}: {len(backends)} shards but {len(ids)} id lists")
+        for b, shard_ids in zip(backends, ids, strict=True):
+            if len(b) != len(shard_ids):
+                raise ShardCorrupt(f"{record.name}: a shard holds {len(b)} vectors but {len(shard_ids)} ids")
+        self.record = record
+        self.name = record.name
+        self.dim = record.dim
+        self.metric = record.metric
+        self._backends = list(backends)
+        # Labels of shard s live at offsets[s] + label in one flat id list, so merging works on int arrays.
+        self._ids: list[str] = [i for shard_ids in ids for i in shard_ids]
+        sizes = [len(s) for s in ids]
+        self._offsets = np.cumsum([0, *sizes[:-1]]).astype(np.int64)
+        self.count = len(self._ids)
+        self._executor = executor
+
+    @classmethod
+    def load(
+        cls,
+        record: IndexRecord,
+        verify: bool = True,
+        executor: Executor | None = None,
+        check_free_memory: bool = True,
+    ) -> ShardedIndex:
+        """Load every shard of `record` (checksums first when `verify`).
+
+        Args:
+            record: an index of a generation, from the manifest.
+            verify: recompute each shard's sha256 and raise ShardCorrupt on a mismatch.
+            executor: optional pool to search shards concurrently (the libraries release the GIL).
+            check_free_memory: raise InsufficientMemory when the shards would not fit in available memory.
+        """
+        if not record.shards:
+            raise IndexNotReady(f"index {record.name!r} has no shards")
+        if check_free_memory:
+            need = int(sum(s.bytes for s in record.shards) * LOAD_OVERHEAD)
+            check_memory(need, f"loading index {record.name!r}")
+        backends: list[AnnBackend] = []
+        ids: list[list[str]] = []
+        for shard in sorted(record.shards, key=lambda s: s.shard):
+            if verify:
+                verify_shard(shard)
+            try:
+                backend = load_backend(shard.path)
+            except IndexNotReady as exc:
+                raise ShardCorrupt(f"shard {shard.shard} of {record.name!r}: {exc}") from exc
+            if backend.dim != record.dim:
+                raise ShardCorrupt(f"shard {shard.shard} of {record.name!r} has dim {backend.dim}, "
+                                   f"manifest says {record.dim}")
+            shard_ids = read_ids(shard.path)
+            backends.append(backend)
+            ids.append(shard_ids)
+        return cls(record, backends, ids, executor)
+
+    # ----------------------------------------------------------------- search
+    def search_labels(
+        self, xq: NDArray[np.float32], k: int, params: dict[str, Any] | None = None
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """Merged top-k as (scores (nq, kk), global positions (nq, kk)), kk = min(k, count), -1 = none."""
+        if not self._backends:
+            raise IndexNotReady(f"index {self.name!r} is closed")
+        k = check_k(k)
+        try:
+            x = as_vectors(xq, self.dim, "queries")
+        except DimensionMismatch as exc:
+            raise DimensionMismatch(f"index {self.name!r}: {exc}") from exc
+        p = params or {}
+        kk = min(k, self.count)
+        if kk == 0:
+            return np.empty((len(x), 0), np.float32), np.empty((len(x), 0), np.int64)
+
+        def one(s: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+            D, L = self._backends[s].search(x, kk, **p)
+            return D, np.where(L >= 0, L + self._offsets[s], -1)
+
+        shards = range(len(self._backends))
+        if self._executor is not None and len(self._backends) > 1:
+            parts = list(self._executor.map(one, shards))
+        else:
+            parts = [one(s) for s in shards]
+        if len(parts) == 1:
+            return parts[0]
+        D = np.concatenate([d for d, _ in parts], axis=1)  # (nq, shards * kk)
+        G = np.concatenate([g for _, g in parts], axis=1)  # (nq, shards * kk)
+        key = -D if self.metric == "ip" else D
+        order = np.argsort(key, axis=1, kind="stable")[:, :kk]  # (nq, kk)
+        return np.take_along_axis(D, order, axis=1), np.take_along_axis(G, order, axis=1)
+
+    def search(
+        self, xq: NDArray[np.float32], k: int, params: dict[str, Any] | None = None
+    ) -> tuple[NDArray[np.float32], list[list[str]]]:
+        """Top-k over all shards: (scores (nq, min(k, count)), ids per query, best first)."""
+        D, G = self.search_labels(xq, k, params)
+        ids = self._ids
+        return D, [[ids[g] for g in row if g >= 0] for row in G.tolist()]
+
+    def ids_of(self, positions: NDArray[np.int64]) -> list[str]:
+        return [self._ids[int(g)] for g in positions if g >= 0]
+
+    # ----------------------------------------------------------------- resources
+    def memory_bytes(self) -> int:
+        # ~60 bytes per Python str id on top of the indices themselves
+        return sum(b.memory_bytes() for b in self._backends) + 60 * self.count
+
+    def close(self) -> None:
+        """Drop the shards (memory is freed when the last reference goes)."""
+        self._backends = []
+        self._ids = []
+        self.count = 0
+
+    def __len__(self) -> int:
+        return self.count
