@@ -111,3 +111,36 @@ def running_server(
     finally:
         client.close()
         server.stop(0).wait(15)
+
+
+def tiny_checkpoint(home: Home, name: str = "tiny", seed: int = 0, legacy: dict[str, int] | None = None) -> str:
+    """An untrained but real OmniSearchSage checkpoint (MiniLM backbone, small entity tower); returns its dir.
+
+    Untrained weights embed as fast as trained ones, so this is what engine tests and server benchmarks need;
+    `seed` changes the projection (another checkpoint id).
+    """
+    from encoders.backbones import resolve_backbone
+    from encoders.config import EntityConfig, ModelConfig
+    from encoders.model import OmniSearchSage
+    from encoders.tokenize import EntityTokenizer
+
+    sizes = {"unigram": 512, "bigram": 512, "trigram": 512}
+    ec = EntityConfig(
+        unigram_vocab=sizes["unigram"], bigram_vocab=sizes["bigram"], trigram_vocab=sizes["trigram"],
+        oov_buckets=64, hash_buckets=2048, hash_dim=32, hidden=(64,), min_count=1, engaged_queries=False,
+    )
+    with Catalog(home.catalog_db, read_only=True) as cat:
+        texts = [str(r["title"]) for r in cat.entities() if r.get("title")]
+    tokenizer = EntityTokenizer.build(texts, sizes, ec.oov_buckets, ec.min_count, ec.max_tokens_per_field)
+    model = OmniSearchSage(ModelConfig(entity=ec, seed=seed), resolve_backbone("minilm"), tokenizer,
+                           legacy=legacy or {})
+    out = home.checkpoints / name
+    model.save(out)
+    return str(out)
+
+
+def model_generation(home: Home, checkpoint: str, backend: str = "flat", shards: int = 2) -> GenerationRecord:
+    """Embed the catalog with `checkpoint` and publish every index it supports (pins, products, ..., legacy)."""
+    from indexer.build import rebuild
+
+    return rebuild(home, checkpoint=checkpoint, backend=backend, shards=shards, gate=0.0, progress=False)
