@@ -174,5 +174,54 @@ def echo_floor(home: Home, concurrency: str, duration_s: float, mix: str, dim: i
     click.echo(f"wrote {json_path}\nwrote {png_path}")
 
 
+@cli.command("prepare-serve")
+@home_option
+@click.option("--vectors", "n", type=int, default=None, metavar="N",
+              help="Publish an index `vectors` of N clustered unit vectors (for the vector mix and swaps).")
+@click.option("--dim", type=int, default=256, show_default=True, help="Dimension of those vectors.")
+@click.option("--model", is_flag=True,
+              help="Publish pins/products/queries indices of the ESCI catalog embedded with an untrained MiniLM "
+                   "checkpoint (for the text mixes).")
+@click.option("--backend", default="hnswlib", show_default=True, help="ANN backend of the generation.")
+def prepare_serve(home: Home, n: int | None, dim: int, model: bool, backend: str) -> None:
+    """Create a deployment in --home for `benchmarks serve` to load (then start `engine serve` on it).
+
+    Example:
+
+        benchmarks prepare-serve --home /tmp/serve-vec --vectors 100000 --dim 256
+
+        benchmarks prepare-serve --home /tmp/serve-text --model
+    """
+    from benchmarks.deploy import model_deployment, vectors_deployment
+
+    if (n is None) == (not model):
+        raise click.UsageError("give exactly one of --vectors N or --model")
+    try:
+        rec = vectors_deployment(home, n, dim, backend) if n is not None else model_deployment(home, backend)
+    except OmniSearchError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"generation {rec.id} active in {home.root}: {sorted(rec.indices)}")
+
+
+@cli.command()
+@home_option
+@click.argument("result", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def table(home: Home, result: Path) -> None:
+    """Print the Markdown tables of a result JSON file (ann-*.json, serve-*.json, echo-floor.json).
+
+    Example:
+
+        benchmarks table benchmarks/results/ann-glove-50.json
+    """
+    import json
+
+    from benchmarks.tables import markdown
+
+    try:
+        click.echo(markdown(json.loads(result.read_text())), nl=False)
+    except (ValueError, KeyError) as exc:
+        raise click.ClickException(f"{result}: not a benchmark result ({exc})") from exc
+
+
 def main() -> None:
     cli()
