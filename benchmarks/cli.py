@@ -223,5 +223,30 @@ def table(home: Home, result: Path) -> None:
         raise click.ClickException(f"{result}: not a benchmark result ({exc})") from exc
 
 
+@cli.command()
+@home_option
+@click.option("--checkpoint", default=None, metavar="DIR",
+              help="Model checkpoint to evaluate (default: the evaluation's own choice, e.g. the latest).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=RESULTS_DIR,
+              show_default=True, help="Folder for quality.json and quality.md.")
+def quality(home: Home, checkpoint: str | None, out_dir: Path) -> None:
+    """Retrieval quality (Recall@10, nDCG@10, MRR per task and language) of the model and its baselines.
+
+    Runs the encoders' evaluation over the catalog in --home and writes the quality table.
+
+    Example:
+
+        benchmarks quality --home ./.omnisearch --checkpoint ./.omnisearch/checkpoints/run1
+    """
+    from benchmarks.quality import quality_benchmark
+
+    try:
+        _, json_path, md_path = quality_benchmark(home, checkpoint, out_dir)
+    except (OmniSearchError, BenchmarkError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(md_path.read_text())
+    click.echo(f"wrote {json_path}\nwrote {md_path}")
+
+
 def main() -> None:
     cli()
