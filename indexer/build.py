@@ -118,13 +118,17 @@ def rebuild(
     _check_config(cfg, vectors, ids, checkpoint, indices)
     h.ensure()
     h.generations.mkdir(parents=True, exist_ok=True)
+    plans: list[IndexPlan] = []
+    if vectors is None:
+        with Catalog(h.catalog_db, read_only=True) as cat:
+            plans = plan_catalog_indices(cat, indices, with_model=checkpoint is not None)
     with build_lock(h), Manifest(h.manifest_db) as manifest:
         cleanup_leftovers(h, manifest)
         ckpt = str(Path(checkpoint).resolve()) if checkpoint is not None else None
         gen_id = manifest.begin_generation(ckpt, None, library_versions())
         log.info("generation %d: building in %s", gen_id, generation_dir(h, gen_id))
         try:
-            record = _build(h, manifest, gen_id, cfg, indices, ckpt, vectors, ids, on_shard)
+            record = _build(h, manifest, gen_id, cfg, plans, indices, ckpt, vectors, ids, on_shard)
         except BaseException as exc:
             message = str(exc) if isinstance(exc, BuildGateFailed) else f"{type(exc).__name__}: {exc}"
             with contextlib.suppress(Exception):
@@ -165,15 +169,17 @@ def _check_config(
 
 
 def _load_model(checkpoint: str) -> Embedder:
+    """`encoders.load(checkpoint)` (imported here: only builds with a checkpoint need torch)."""
     try:
         import encoders
     except ImportError as exc:  # pragma: no cover - encoders ships with the package
         raise InvalidParameter(f"cannot import encoders to embed with {checkpoint}: {exc}") from exc
-    load = getattr(encoders, "load", None)
-    if load is None:
-        raise InvalidParameter("this installation's encoders package has no load(); cannot use --checkpoint")
-    model: Embedder = load(checkpoint)
-    return model
+    load: Callable[[str], Embedder] | None = getattr(encoders, "load", None)
+    if load is None:  # the package re-exports it from encoders.model
+        from encoders.model import load as model_load
+
+        return model_load(checkpoint)
+    return load(checkpoint)
 
 
 def _build(
@@ -181,6 +187,7 @@ def _build(
     manifest: Manifest,
     gen_id: int,
     cfg: BuildConfig,
+    plans: list[IndexPlan],
     indices: Sequence[str] | None,
     checkpoint: str | None,
     vectors: str | os.PathLike[str] | None,
@@ -200,7 +207,6 @@ def _build(
         records.append(_build_index(source, gen_dir, cfg, timings, on_shard))
     else:
         with Catalog(home.catalog_db, read_only=True) as cat:
-            plans = plan_catalog_indices(cat, indices, with_model=model is not None)
             for plan in plans:
                 t0 = time.perf_counter()
                 source = catalog_source(cat, plan, model, cfg.gate_queries, cfg.progress)

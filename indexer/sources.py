@@ -37,8 +37,11 @@ GATE_QUERY_SEED = 99  # seed of the sample of catalog queries used by the build 
 class Embedder(Protocol):
     """The part of `encoders.OmniSearchSage` the indexer uses."""
 
-    checkpoint_id: str
-    spaces: dict[str, int]
+    @property
+    def checkpoint_id(self) -> str: ...
+
+    @property
+    def spaces(self) -> dict[str, int]: ...
 
     def embed_queries(self, texts: list[str], space: str = "model", batch_size: int = 64) -> Any: ...
 
