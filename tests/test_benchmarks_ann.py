@@ -113,3 +113,21 @@ def test_unknown_dataset_and_cli_run(tmp_path: Path, home: Home) -> None:
     assert (out / "ann-synthetic-2000x8.png").exists()
     bad = CliRunner().invoke(cli, ["ann", "--home", str(home.root), "--dataset", "nope"])
     assert bad.exit_code == 1 and "unknown data set" in bad.output
+
+
+@pytest.mark.slow
+def test_catalog_dataset_from_active_generation(home: Home, tmp_path: Path) -> None:
+    from engine.testing import model_generation, tiny_checkpoint, write_tiny_catalog
+
+    write_tiny_catalog(home)
+    rec = model_generation(home, tiny_checkpoint(home))
+    ds = load_dataset("catalog:pins", home)
+    pins = rec.indices["pins"]
+    assert ds.xb.shape == (pins.count, pins.dim) and ds.metric == pins.metric
+    assert len(ds.xq) == 4  # the tiny catalog's queries, embedded by the generation's model
+    np.testing.assert_allclose(np.linalg.norm(ds.xq, axis=1), 1.0, atol=1e-4)
+    grid = parse_grid("[settings]\nruns = 1\nsingle_queries = 4\nmodes = ['batch-1t']\n[backends.flat]\n", "t")
+    result, _, _ = ann_benchmark(ds, grid, tmp_path / "cache", tmp_path / "out")
+    assert [p["recall"] for p in result["points"]] == [1.0, 1.0]
+    with pytest.raises(Exception, match="has no index"):
+        load_dataset("catalog:nope", home)
