@@ -131,3 +131,15 @@ def test_catalog_dataset_from_active_generation(home: Home, tmp_path: Path) -> N
     assert [p["recall"] for p in result["points"]] == [1.0, 1.0]
     with pytest.raises(Exception, match="has no index"):
         load_dataset("catalog:nope", home)
+
+
+@pytest.mark.slow
+def test_wordnet_embedding_is_cached(home: Home) -> None:
+    ds = load_dataset("wordnet:300", home)
+    assert ds.xb.shape == (270, 384) and ds.xq.shape == (30, 384)  # a tenth held out as queries
+    np.testing.assert_allclose(np.linalg.norm(ds.xb, axis=1), 1.0, atol=1e-4)
+    (cached,) = (home.cache / "benchmarks").glob("wordnet-minilm-300.npy")
+    stamp = cached.stat().st_mtime_ns
+    again = load_dataset("wordnet:300", home)
+    assert cached.stat().st_mtime_ns == stamp
+    np.testing.assert_array_equal(again.xq, ds.xq)
