@@ -30,6 +30,9 @@ class EngineConfig:
     max_concurrent_rpcs: int | None = 512  # more RPCs in flight than this are refused with RESOURCE_EXHAUSTED
     torch_threads: int = 2  # intra-op threads of the encoder (one batch at a time, so it may use both cores)
     faiss_threads: int = 1  # OpenMP threads of faiss; single-query searches lose time to thread wake-ups
+    shard_threads: int = 0  # pool that searches an index's shards in parallel; 0 searches them in the request
+    # thread (on 2 cores the gRPC workers already keep both busy, and a hand-off per shard costs more than it saves)
+    encoder_bf16: bool = False  # bf16 autocast of the query backbone: ~1.5x faster, cosine 0.99995 to fp32
     max_k: int = 1000  # largest k a Search may ask for
     max_text_chars: int = 1000  # longer query texts are refused (the encoder reads 64 tokens anyway)
     max_embed_texts: int = 256  # texts per Embed call
@@ -57,6 +60,8 @@ class EngineConfig:
             raise EngineError("cache_ttl_s, batch_max_wait_ms and poll_interval_s must be >= 0")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise EngineError("TLS needs both tls_cert and tls_key")
+        if self.shard_threads < 0:
+            raise EngineError("shard_threads must be >= 0")
         if self.overfetch < 1:
             raise EngineError("overfetch must be >= 1")
 

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -65,6 +66,10 @@ class GenerationManager:
         self.swaps = 0
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
+        self._shard_pool = (
+            ThreadPoolExecutor(config.shard_threads, thread_name_prefix="shard-search")
+            if config.shard_threads > 0 else None
+        )
 
     # ------------------------------------------------------------------ request side
     @contextlib.contextmanager
@@ -188,7 +193,7 @@ class GenerationManager:
     def _load_and_swap(self, record: GenerationRecord) -> None:
         served = self._current
         log.info("loading generation %s", record.id)
-        new = load_serving(record, self.config, reuse_model=served.model if served else None)
+        new = load_serving(record, self.config, served.model if served else None, self._shard_pool)
         try:
             self._warm(new)
         except Exception as err:
@@ -266,6 +271,8 @@ class GenerationManager:
             draining, self._draining = self._draining, []
         for s in ([current] if current else []) + draining:
             s.close()
+        if self._shard_pool is not None:
+            self._shard_pool.shutdown(wait=False)
 
 
 def _close(obj: Any) -> None:

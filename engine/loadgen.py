@@ -27,6 +27,7 @@ class LoadResult:
     p99_ms: float
     mean_ms: float
     codes: dict[str, int] = field(default_factory=dict)
+    sent: int = 0  # calls issued in total (warm-up included); above len(requests) means requests repeated
 
 
 def run_load(
@@ -105,4 +106,5 @@ def run_load(
         p99_ms=float(np.percentile(arr, 99)) if n else float("nan"),
         mean_ms=float(arr.mean()) if n else float("nan"),
         codes=dict(codes),
+        sent=state["next"],
     )

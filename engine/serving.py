@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -93,7 +94,7 @@ def check_headroom(record: GenerationRecord, config: EngineConfig, reuse_model: 
         )
 
 
-def load_model(record: GenerationRecord, reuse: QueryEncoder | None) -> QueryEncoder | None:
+def load_model(record: GenerationRecord, reuse: QueryEncoder | None, bf16: bool = False) -> QueryEncoder | None:
     """The generation's encoder: the served one when its checkpoint id matches, else loaded from disk."""
     if not record.checkpoint:
         return None
@@ -107,6 +108,8 @@ def load_model(record: GenerationRecord, reuse: QueryEncoder | None) -> QueryEnc
             f"checkpoint {record.checkpoint} now holds weights {model.checkpoint_id}, but generation "
             f"{record.id} was built with {record.checkpoint_id}; its query and item spaces would not match"
         )
+    if bf16 and hasattr(model, "bf16"):
+        model.bf16 = True
     return model
 
 
@@ -123,7 +126,10 @@ def check_spaces(record: GenerationRecord, model: QueryEncoder | None) -> None:
 
 
 def load_serving(
-    record: GenerationRecord, config: EngineConfig, reuse_model: QueryEncoder | None = None
+    record: GenerationRecord,
+    config: EngineConfig,
+    reuse_model: QueryEncoder | None = None,
+    executor: Executor | None = None,
 ) -> Serving:
     """Load a generation beside whatever is being served.
 
@@ -138,10 +144,10 @@ def load_serving(
     indices: dict[str, Any] = {}
     try:
         check_headroom(record, config, reuse)
-        model = load_model(record, reuse_model)
+        model = load_model(record, reuse_model, config.encoder_bf16)
         check_spaces(record, model)
         for name, ix in record.indices.items():
-            indices[name] = ShardedIndex.load(ix, verify=config.verify_checksums)
+            indices[name] = ShardedIndex.load(ix, verify=config.verify_checksums, executor=executor)
         hydrator = None
         if config.hydrate and config.home.catalog_db.exists():
             hydrator = Hydrator(config.home.catalog_db)
