@@ -241,3 +241,43 @@ def test_missing_shard_files_fail_the_load(home: Home) -> None:
         st = client.status()
         assert st.last_failed_generation == bad.id and st.generation == 1 and st.manifest_generation == bad.id
         assert client.search(index="items", k=1, vector=x[0]).generation == 1
+
+
+def test_no_memory_headroom_refuses_the_generation(home: Home) -> None:
+    _catalog_generation(home)
+    cfg = loopback_config(home, memory_reserve_mb=10**9)  # needs a petabyte: never fits
+    with running_server(cfg, wait_serving=False) as (srv, client):
+        deadline = time.monotonic() + 10
+        while not client.status().last_error and time.monotonic() < deadline:
+            time.sleep(0.05)
+        st = client.status()
+        assert not st.serving and st.last_failed_generation == 1
+        assert "available" in st.last_error and "MB" in st.last_error
+        assert client.health() == "NOT_SERVING"
+
+
+def test_tls(home: Home, tmp_path: Path) -> None:
+    import subprocess
+
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=localhost", "-addext",
+                    "subjectAltName=IP:127.0.0.1,DNS:localhost"], check=True, capture_output=True)
+    ids, x = _catalog_generation(home)
+    from engine.client import EngineClient
+    from engine.server import create_server
+
+    srv, port = create_server(loopback_config(home, tls_cert=cert, tls_key=key))
+    srv.start()
+    try:
+        with EngineClient(f"127.0.0.1:{port}", root_certificates=cert.read_bytes()) as secure:
+            secure.wait_until_serving(30)
+            assert secure.search(index="items", k=1, vector=x[2]).hits[0].id == ids[2]
+        with EngineClient(f"127.0.0.1:{port}", timeout=2) as plain, pytest.raises(grpc.RpcError) as exc:
+            plain.search(index="items", k=1, vector=x[2])
+        assert _code(exc) == grpc.StatusCode.UNAVAILABLE
+    finally:
+        srv.stop(0).wait(10)
