@@ -190,7 +190,9 @@ def _machine() -> str:
     except OSError:
         cpu = platform.processor()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return f"{os.cpu_count()} x {cpu}, Python {platform.python_version()}, load average {load:.2f} at start"
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    return (f"{day}, {os.cpu_count()} x {cpu}, Python {platform.python_version()}, "
+            f"load average {load:.2f} at start")
 
 
 def render(res: dict[str, Any], command: str, machine: str) -> str:
