@@ -43,6 +43,7 @@ class EngineConfig:
     queue_max: int = 1024  # queued texts beyond this are shed with RESOURCE_EXHAUSTED
     overfetch: int = 4  # with filters, fetch k * overfetch hits, filter, then keep k
     poll_interval_s: float = 2.0  # manifest poll period; 0 turns polling off (Admin.Reload only)
+    retry_failed_s: float = 60.0  # the poller retries a generation that failed to load after this long
     memory_headroom: float = 1.5  # a generation loads only if available memory >= its size * this
     memory_reserve_mb: int = 256  # ... plus this much left for everything else
     warmup_queries: int = 4  # searches (and embeddings) run on a new generation before it takes traffic

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.batcher import MicroBatcher
 from engine.config import EngineConfig
-from engine.errors import GenerationLoadFailed, ManifestUnavailable, NotServing
+from engine.errors import DeadlineExceeded, GenerationLoadFailed, ManifestUnavailable, NotServing, Overloaded
 from engine.metrics import EngineMetrics
 from engine.serving import Serving, load_serving, warm_vectors
 
@@ -58,7 +59,8 @@ class GenerationManager:
         self._lock = threading.Lock()  # guards _current, refcounts, _draining
         self._load_lock = threading.Lock()  # one load at a time (poller, Reload, Rollback)
         self._draining: list[Serving] = []
-        self._failed: set[int] = set()  # generations that failed; the poller does not retry them
+        # generation -> time.monotonic() of its failure; the poller retries it only after retry_failed_s
+        self._failed: dict[int, float] = {}
         self.last_error = ""
         self.last_error_at = ""
         self.last_failed_generation = 0
@@ -147,7 +149,8 @@ class GenerationManager:
 
         Args:
             force: reload even when the active generation is already served.
-            retry_failed: also retry a generation that failed before (the poller passes False).
+            retry_failed: also retry a generation that failed less than `retry_failed_s` ago (the poller
+                passes False; Admin.Reload retries at once).
 
         Raises:
             GenerationLoadFailed: the new generation could not be loaded; the old one keeps serving.
@@ -162,19 +165,21 @@ class GenerationManager:
             gen = int(record.id)
             if gen == served_id and not force:
                 return ReloadOutcome(False, served_id, f"generation {gen} is already served")
-            if gen in self._failed and not retry_failed:
+            failed_at = self._failed.get(gen)
+            recent = failed_at is not None and time.monotonic() - failed_at < self.config.retry_failed_s
+            if recent and not retry_failed:
                 return ReloadOutcome(False, served_id, f"generation {gen} failed before: {self.last_error}")
             try:
                 self._load_and_swap(record)
             except GenerationLoadFailed as err:
-                self._failed.add(gen)
+                self._failed[gen] = time.monotonic()
                 self.last_error = str(err)
                 self.last_error_at = _now()
                 self.last_failed_generation = gen
                 self.metrics.load_failures.inc()
                 log.error("generation %d not loaded, still serving %s: %s", gen, served_id or "nothing", err)
                 raise
-            self._failed.discard(gen)
+            self._failed.pop(gen, None)
             self.last_error = ""  # the failure being reported is over: a newer generation serves
             return ReloadOutcome(True, gen, f"now serving generation {gen} (was {served_id or 'none'})")
 
@@ -226,7 +231,11 @@ class GenerationManager:
         spaces = {ix.space for ix in serving.record.indices.values() if ix.space in serving.model.spaces}
         for space in sorted(spaces | ({"model"} & set(serving.model.spaces))):
             # Through the batcher: the encoder thread is the only one that touches the model.
-            self.batcher.embed(serving.model, space, list(WARM_TEXTS[: max(1, n)]))
+            try:
+                self.batcher.embed(serving.model, space, list(WARM_TEXTS[: max(1, n)]), time.monotonic() + 60)
+            except (Overloaded, DeadlineExceeded):
+                # A busy encoder proves nothing against the new model; do not hold the swap back for it.
+                log.warning("encoder busy: skipped the warm-up embeddings of space %s", space)
 
     # ------------------------------------------------------------------ polling
     def poll_once(self) -> None:
