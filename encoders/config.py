@@ -1,0 +1,247 @@
+"""Model and training configuration: frozen dataclasses, presets, TOML loading and JSON round trips."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from catalog import TEXT_FIELDS
+from encoders.errors import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class QueryConfig:
+    """The query tower: a Hugging Face backbone, pooling and a projection trained with nested prefixes."""
+
+    backbone: str = "minilm"  # preset name (minilm, multilingual-e5-small) or a local HF model directory
+    pooling: str = "mean"  # "cls" or "mean" over the last hidden states
+    max_length: int = 64  # tokens per query (the paper's limit)
+    dim: int = 512  # projection width, trained with nested-prefix losses
+    serve_dim: int = 256  # served / indexed prefix of the projection (the paper serves 256)
+    train_layers: int = 2  # top transformer layers trained; -1 trains all, 0 only the projection
+    train_embeddings: bool = False  # token embeddings stay frozen (large for multilingual vocabularies)
+
+
+@dataclass(frozen=True)
+class EntityConfig:
+    """The entity tower: hashed text bags over three tokenizers, optional dense inputs, an MLP."""
+
+    fields: tuple[str, ...] = TEXT_FIELDS  # catalog text fields read; empty ones are skipped
+    unigram_vocab: int = 200_000  # word unigram vocabulary size (paper 200k)
+    bigram_vocab: int = 1_000_000  # word bigram vocabulary size (paper 1M)
+    trigram_vocab: int = 64_000  # character trigram vocabulary size (paper 64k)
+    oov_buckets: int = 20_000  # hashed ids per tokenizer for tokens outside its vocabulary
+    min_count: int = 2  # a token enters the vocabulary if it occurs at least this often in the catalog
+    hash_buckets: int = 100_000  # rows of the shared hash-embedding table (paper 100k)
+    hash_dim: int = 256  # width of the hash embedding (paper 256)
+    num_hashes: int = 2  # hash functions per token (paper 2)
+    max_tokens_per_field: int = 1024  # per tokenizer and field; long abstracts are cut for speed
+    hidden: tuple[int, ...] = (1024, 1024)  # MLP hidden widths (paper 1024, 1024)
+    dim: int = 512  # output width, same as the query projection
+    dense_inputs: tuple[tuple[str, int], ...] = ()  # (name, dim) float features read from row["dense"][name]
+    engaged_queries: bool = True  # fill engaged_queries from train-split engagements (the paper's lever)
+    max_engaged_queries: int = 32  # per entity, most relevant first
+    dropout: float = 0.0  # dropout after hidden layers
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild the network (stored in the checkpoint's config.json)."""
+
+    query: QueryConfig = field(default_factory=QueryConfig)
+    entity: EntityConfig = field(default_factory=EntityConfig)
+    compat_mode: str = "head"  # "head": a Linear per legacy space on the pooled backbone; "prefix": first dims
+    seed: int = 0  # seeds the hash functions and the initial weights
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """The sampled-softmax loss (see encoders/loss.py)."""
+
+    prefix_dims: tuple[int, ...] = (16, 32, 64, 128, 256, 512)  # nested prefixes (Matryoshka)
+    prefix_weights: tuple[float, ...] = (0.05, 0.05, 0.05, 0.05, 1.0, 1.0)  # paper weights per prefix
+    temperature: float = 0.07  # initial temperature; the logit scale 1/T is learned
+    max_scale: float = 100.0  # cap of the learned logit scale
+    random_negatives: int = 1  # random entities per positive, shared across the task's batch (paper 4; CPU)
+    logq: bool = True  # logQ correction from streaming frequency estimates
+    sketch_width: int = 1 << 16  # count-min sketch columns
+    sketch_depth: int = 4  # count-min sketch rows
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run."""
+
+    name: str = "quick"  # checkpoint name under home.checkpoints
+    steps: int = 400  # optimizer steps
+    time_limit_s: float = 240.0  # stop early (and save) when training exceeds this wall time
+    batch_size: int = 192  # pairs per step, split across tasks in proportion to their weights
+    lr: float = 2e-3  # entity tower, projection and heads
+    lr_backbone: float = 1e-4  # trained backbone layers
+    lr_hash: float = 1e-2  # hash-embedding table and importance weights
+    weight_decay: float = 0.01  # AdamW, not applied to norms, biases and the embedding table
+    warmup_steps: int = 40  # linear warm-up, then cosine decay to 10%
+    threads: int = 2  # torch intra-op threads (the target machine has 2 cores)
+    bf16: bool = True  # bf16 autocast for the query backbone on CPU
+    eval_every: int = 0  # steps between dev evaluations (0: only at the end)
+    eval_max_queries: int = 500  # dev queries per task in periodic evaluation
+    final_eval: bool = True  # evaluate the model on dev after training (recorded in config.json)
+    checkpoint_every_s: float = 120.0  # resumable state written at most this often
+    min_relative_grade: float = 0.5  # graded pairs are positives when (g - min) / (max - min) >= this
+    tasks: dict[str, float] = field(
+        default_factory=lambda: {
+            "query->pin": 8.0,  # paper weight
+            "query->product": 4.0,  # paper weight (engaged)
+            "query->doc": 2.0,  # no paper counterpart; like offsite products
+            "query->query": 2.0,  # paper weight
+            "query->legacy": 2.0,  # every legacy space; compatibility costs little in the paper
+        }
+    )
+    task_negatives: dict[str, int] = field(default_factory=dict)  # per task override of random negatives
+    seed: int = 0  # data order, sampling and initial weights
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A full run: the network, its loss and the training schedule."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# ------------------------------------------------------------------------------------------ presets
+PRESETS: dict[str, dict[str, Any]] = {
+    # Fits in 5 minutes on 2 cores for the README's end-to-end job: MiniLM, top 2 layers, ~4 minutes.
+    "quick": {
+        "train": {"name": "quick", "steps": 400, "time_limit_s": 210.0, "batch_size": 192, "final_eval": False},
+    },
+    # The best model within an hour on 2 cores.
+    "full": {
+        "model": {"query": {"train_layers": 4}},
+        "train": {
+            "name": "full",
+            "steps": 4000,
+            "time_limit_s": 3000.0,
+            "batch_size": 256,
+            "warmup_steps": 200,
+            "eval_every": 1000,
+        },
+    },
+}
+
+
+def _build(cls: type[T], data: dict[str, Any], where: str) -> T:
+    """Instantiate a (nested) config dataclass from a dict, rejecting unknown keys."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a table, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(fields)}")
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        sub = _NESTED.get((cls.__name__, key))
+        if sub is not None:
+            kwargs[key] = _build(sub, value, f"{where}.{key}")
+        elif isinstance(value, list):
+            kwargs[key] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        else:
+            kwargs[key] = value
+    return cls(**kwargs)
+
+
+_NESTED: dict[tuple[str, str], type] = {
+    ("RunConfig", "model"): ModelConfig,
+    ("RunConfig", "loss"): LossConfig,
+    ("RunConfig", "train"): TrainConfig,
+    ("ModelConfig", "query"): QueryConfig,
+    ("ModelConfig", "entity"): EntityConfig,
+}
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("tasks", "task_negatives"):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a config dataclass (tuples become lists)."""
+    return dataclasses.asdict(cfg)
+
+
+def run_config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """Rebuild a RunConfig from `to_dict` output or a TOML table."""
+    cfg = _build(RunConfig, data, "config")
+    validate(cfg)
+    return cfg
+
+
+def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
+    cfg = _build(ModelConfig, data, "model")
+    validate(RunConfig(model=cfg))
+    return cfg
+
+
+def preset(name: str) -> RunConfig:
+    """A named preset (`quick`, `full`)."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
+    return run_config_from_dict(PRESETS[name])
+
+
+def load_toml(path: str | Path, base: str | None = None) -> RunConfig:
+    """A run config from a TOML file, optionally on top of a preset given as `preset = "quick"` in the file."""
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    base_name = data.pop("preset", base)
+    merged = _merge(PRESETS[base_name], data) if base_name else data
+    if base_name and base_name not in PRESETS:
+        raise ConfigError(f"unknown preset {base_name!r}; known: {sorted(PRESETS)}")
+    return run_config_from_dict(merged)
+
+
+def override(cfg: RunConfig, changes: dict[str, Any]) -> RunConfig:
+    """A copy of `cfg` with nested changes applied (used by tests and ablations)."""
+    return run_config_from_dict(_merge(to_dict(cfg), changes))
+
+
+def validate(cfg: RunConfig) -> None:
+    """Check values that would otherwise fail deep inside training."""
+    q, e, loss, t = cfg.model.query, cfg.model.entity, cfg.loss, cfg.train
+    if q.pooling not in ("cls", "mean"):
+        raise ConfigError(f"query.pooling must be 'cls' or 'mean', got {q.pooling!r}")
+    if not 0 < q.serve_dim <= q.dim:
+        raise ConfigError(f"query.serve_dim must be in 1..{q.dim}, got {q.serve_dim}")
+    if e.dim != q.dim:
+        raise ConfigError(f"entity.dim ({e.dim}) must equal query.dim ({q.dim}): one shared space")
+    if cfg.model.compat_mode not in ("head", "prefix", "off"):
+        raise ConfigError(f"compat_mode must be head, prefix or off, got {cfg.model.compat_mode!r}")
+    unknown_fields = sorted(set(e.fields) - set(TEXT_FIELDS))
+    if unknown_fields:
+        raise ConfigError(f"entity.fields has unknown field(s) {unknown_fields}")
+    if len(loss.prefix_dims) != len(loss.prefix_weights):
+        raise ConfigError("loss.prefix_dims and loss.prefix_weights differ in length")
+    if any(d > q.dim for d in loss.prefix_dims) or list(loss.prefix_dims) != sorted(loss.prefix_dims):
+        raise ConfigError(f"loss.prefix_dims must be ascending and at most {q.dim}")
+    if loss.temperature <= 0 or loss.max_scale <= 0:
+        raise ConfigError("loss.temperature and loss.max_scale must be positive")
+    if t.batch_size < 2 or t.steps < 0 or t.threads < 1:
+        raise ConfigError("train.batch_size >= 2, train.steps >= 0 and train.threads >= 1 are required")
+    for task, weight in t.tasks.items():
+        if not task.startswith("query->"):
+            raise ConfigError(f"task names look like 'query->pin', got {task!r}")
+        if weight < 0:
+            raise ConfigError(f"task weight of {task} is negative")

@@ -1,0 +1,213 @@
+"""OmniSearchSage: the query and entity towers in one module, with embedding APIs, save and load."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.typing import NDArray
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from encoders.backbones import Backbone
+from encoders.config import ModelConfig, model_config_from_dict, to_dict
+from encoders.entity import EntityEncoder
+from encoders.errors import CheckpointError, UnknownSpace
+from encoders.features import Featurizer
+from encoders.query import QueryEncoder
+from encoders.tokenize import EntityTokenizer
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+Row = dict[str, Any]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class OmniSearchSage(nn.Module):
+    """Queries, pins, products and docs in one space; queries also in each legacy space.
+
+    Attributes:
+        checkpoint_id: sha256 prefix of the weights file ("unsaved" before the first save/load).
+        spaces: {"model": serve dim, "legacy-<name>": dim, ...}.
+    """
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        backbone: Backbone,
+        tokenizer: EntityTokenizer,
+        legacy: dict[str, int] | None = None,
+        engaged: dict[str, list[str]] | None = None,
+        legacy_descriptions: dict[str, str] | None = None,
+        pretrained: bool = True,
+    ) -> None:
+        super().__init__()
+        torch.manual_seed(cfg.seed)
+        self.cfg = cfg
+        self.backbone_info = backbone
+        self.legacy = dict(legacy or {})
+        self.legacy_descriptions = dict(legacy_descriptions or {})
+        self.query = QueryEncoder(
+            cfg.query, backbone.path, backbone.query_prefix, self.legacy, cfg.compat_mode, pretrained
+        )
+        self.entity = EntityEncoder(cfg.entity, tokenizer.num_ids, cfg.seed)
+        self.featurizer = Featurizer(cfg.entity, tokenizer, engaged)
+        self.checkpoint_id = "unsaved"
+        self.bf16 = False  # bf16 autocast of the query backbone when embedding (faster, cosine ~0.9999)
+        self.eval()
+
+    # ------------------------------------------------------------------ spaces
+    @property
+    def spaces(self) -> dict[str, int]:
+        out = {"model": self.cfg.query.serve_dim}
+        if self.cfg.compat_mode != "off":
+            out.update({f"legacy-{name}": dim for name, dim in self.legacy.items()})
+        return out
+
+    @property
+    def tokenizer(self) -> EntityTokenizer:
+        return self.featurizer.tokenizer
+
+    @property
+    def engaged(self) -> dict[str, list[str]]:
+        return self.featurizer.engaged
+
+    # ------------------------------------------------------------------ embedding
+    @torch.inference_mode()
+    def embed_queries(self, texts: list[str], space: str = "model", batch_size: int = 64) -> NDArray[np.float32]:
+        """Texts -> (n, dim of space) float32, L2-normalised."""
+        if space not in self.spaces:
+            raise UnknownSpace(f"unknown space {space!r}; this model has {sorted(self.spaces)}")
+        dim = self.spaces[space]
+        out = np.zeros((len(texts), dim), np.float32)
+        order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths pad less
+        for start in range(0, len(texts), batch_size):
+            idx = order[start : start + batch_size]
+            enc = self.query.tokenize([texts[i] for i in idx])
+            pooled = self.query.pooled(enc["input_ids"], enc["attention_mask"], bf16=self.bf16)
+            if space == "model":
+                vec = F.normalize(self.query.proj(pooled)[:, :dim], dim=-1)
+            else:
+                vec = self.query.legacy_embed(pooled, space[len("legacy-") :])
+            out[idx] = vec.float().numpy()
+        return out
+
+    @torch.inference_mode()
+    def embed_entities(self, rows: list[Row], batch_size: int = 256) -> NDArray[np.float32]:
+        """Catalog entity rows -> (n, serve dim) float32, L2-normalised."""
+        dim = self.cfg.query.serve_dim
+        out = np.zeros((len(rows), dim), np.float32)
+        for start in range(0, len(rows), batch_size):
+            feats = [self.featurizer.features(r) for r in rows[start : start + batch_size]]
+            vec = self.entity(self.featurizer.collate(feats))  # (b, D)
+            out[start : start + len(feats)] = F.normalize(vec[:, :dim], dim=-1).numpy()
+        return out
+
+    # ------------------------------------------------------------------ files
+    def config_dict(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        b = self.backbone_info
+        return {
+            "format": FORMAT_VERSION,
+            "model": to_dict(self.cfg),
+            "backbone": {"name": b.name, "query_prefix": b.query_prefix, "passage_prefix": b.passage_prefix},
+            "legacy": {
+                n: {"dim": d, "description": self.legacy_descriptions.get(n, "")} for n, d in self.legacy.items()
+            },
+            **(extra or {}),
+        }
+
+    def save(self, directory: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> str:
+        """Write the checkpoint directory atomically (temp dir, then rename); returns the checkpoint id.
+
+        Layout: config.json, model.safetensors (every weight), backbone/ (Hugging Face config and tokenizer
+        files), vocab.json (entity vocabularies), engaged_queries.json.gz (the train-split enrichment).
+        """
+        target = Path(directory)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        try:
+            save_model(self, str(tmp / WEIGHTS))
+            (tmp / "backbone").mkdir()
+            self.query.backbone.config.save_pretrained(tmp / "backbone")
+            self.query.tokenizer.save_pretrained(tmp / "backbone")
+            self.tokenizer.save(tmp / "vocab.json")
+            with gzip.open(tmp / "engaged_queries.json.gz", "wt", encoding="utf-8") as f:
+                json.dump(self.engaged, f, ensure_ascii=False, sort_keys=True)
+            ckpt_id = _sha256(tmp / WEIGHTS)[:16]
+            cfg = self.config_dict(extra)
+            cfg["checkpoint_id"] = ckpt_id
+            (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
+            old = None
+            if target.exists():
+                old = target.parent / f".{target.name}.old-{os.getpid()}"
+                os.replace(target, old)
+            os.replace(tmp, target)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        self.checkpoint_id = ckpt_id
+        return ckpt_id
+
+
+def read_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(directory) / "config.json"
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"no readable checkpoint at {directory}: {exc}") from exc
+    if cfg.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {directory} has format {cfg.get('format')}, expected {FORMAT_VERSION}")
+    return cfg
+
+
+def load(directory: str | os.PathLike[str]) -> OmniSearchSage:
+    """Restore a saved model exactly (eval mode, CPU)."""
+    d = Path(directory)
+    cfg = read_config(d)
+    for name in (WEIGHTS, "vocab.json", "engaged_queries.json.gz", "backbone"):
+        if not (d / name).exists():
+            raise CheckpointError(f"checkpoint {d} lacks {name}")
+    b = cfg["backbone"]
+    backbone = Backbone(b["name"], d / "backbone", b.get("query_prefix", ""), b.get("passage_prefix", ""))
+    with gzip.open(d / "engaged_queries.json.gz", "rt", encoding="utf-8") as f:
+        engaged = json.load(f)
+    legacy = {n: int(v["dim"]) for n, v in cfg.get("legacy", {}).items()}
+    descriptions = {n: str(v.get("description", "")) for n, v in cfg.get("legacy", {}).items()}
+    model = OmniSearchSage(
+        model_config_from_dict(cfg["model"]),
+        backbone,
+        EntityTokenizer.load(d / "vocab.json"),
+        legacy,
+        engaged,
+        descriptions,
+        pretrained=False,
+    )
+    missing, unexpected = load_model(model, str(d / WEIGHTS), strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"checkpoint {d} does not match its config: missing {missing}, extra {unexpected}")
+    model.checkpoint_id = _sha256(d / WEIGHTS)[:16]
+    if cfg.get("checkpoint_id") and cfg["checkpoint_id"] != model.checkpoint_id:
+        raise CheckpointError(f"checkpoint {d}: weights checksum differs from config.json (corrupt copy?)")
+    model.eval()
+    return model

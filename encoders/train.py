@@ -1,0 +1,509 @@
+"""Multi-task training of OmniSearchSage on the catalog's train split: mixed batches, resumable checkpoints."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from catalog import Catalog, Home
+from encoders.backbones import resolve_backbone
+from encoders.config import RunConfig, run_config_from_dict, to_dict
+from encoders.data import TaskData, engaged_queries, load_tasks, split_exists
+from encoders.errors import NoTrainingData
+from encoders.evaluate import dev_tasks, evaluate_system
+from encoders.features import EntityFeatures, query_key
+from encoders.loss import SampledSoftmaxLoss
+from encoders.model import OmniSearchSage, load
+from encoders.retrieval import Pools
+from encoders.sketch import keys_of
+from encoders.systems import ModelRetriever
+from encoders.tokenize import EntityTokenizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What a run produced and how fast."""
+
+    out: Path
+    checkpoint_id: str
+    steps: int
+    pairs: int  # (query, target) pairs consumed
+    train_seconds: float  # optimisation time (excludes data preparation and evaluation)
+    prep_seconds: float  # catalog loading, vocabularies, tokenization
+    pairs_per_second: float
+    tasks: dict[str, int]  # task -> train pairs
+    dev: dict[str, Any] = field(default_factory=dict)  # last dev evaluation (model only)
+
+
+class TaskSampler:
+    """Cycles through a task's pairs in a fresh seeded order each epoch."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n = n
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(n)
+        self.pos = 0
+        self.epoch = 0
+
+    def take(self, k: int) -> np.ndarray:
+        out: list[int] = []
+        while len(out) < k:
+            if self.pos >= self.n:
+                self.order = self.rng.permutation(self.n)
+                self.pos = 0
+                self.epoch += 1
+            step = min(k - len(out), self.n - self.pos)
+            out.extend(self.order[self.pos : self.pos + step].tolist())
+            self.pos += step
+        return np.asarray(out, dtype=np.int64)
+
+
+def allocate(batch: int, weights: dict[str, float]) -> dict[str, int]:
+    """Split `batch` across tasks in proportion to weights (largest remainder), at least 2 pairs each."""
+    total = sum(weights.values())
+    raw = {t: batch * w / total for t, w in weights.items()}
+    out = {t: max(2, int(math.floor(v))) for t, v in raw.items()}
+    rest = batch - sum(out.values())
+    for t in sorted(raw, key=lambda t: raw[t] - math.floor(raw[t]), reverse=True):
+        if rest <= 0:
+            break
+        out[t] += 1
+        rest -= 1
+    return out
+
+
+class Trainer:
+    """Prepares data from the catalog, trains, evaluates on dev, and saves to `out`."""
+
+    def __init__(self, home: Home, cfg: RunConfig, out: Path | None = None, progress: bool = True) -> None:
+        self.home, self.cfg, self.progress = home, cfg, progress
+        self.out = Path(out) if out else home.checkpoints / cfg.train.name
+        self.resume_dir = self.out.with_name(self.out.name + ".resume")
+
+    # ------------------------------------------------------------------ preparation
+    def prepare(self) -> None:
+        t0 = time.perf_counter()
+        cfg, tc = self.cfg, self.cfg.train
+        torch.set_num_threads(tc.threads)
+        random.seed(tc.seed)
+        np.random.seed(tc.seed)
+        torch.manual_seed(tc.seed)
+        self.cat = Catalog(self.home.catalog_db, read_only=True)
+        if not split_exists(self.cat):
+            raise NoTrainingData("the catalog has no train split; run `catalog split --by query --dev 0.1 --seed 0`")
+        legacy_ids: dict[str, list[str]] = {}
+        self.legacy_vecs: dict[str, torch.Tensor] = {}
+        self.legacy_pos: dict[str, dict[str, int]] = {}
+        descriptions: dict[str, str] = {}
+        if cfg.model.compat_mode != "off":
+            for row in self.cat.db["legacy_spaces"].rows if "legacy_spaces" in self.cat.db.table_names() else []:
+                descriptions[row["name"]] = row.get("description") or ""
+            for space in self.cat.legacy_spaces():
+                ids, vecs = self.cat.legacy_vectors(space)
+                if not ids:
+                    continue
+                legacy_ids[space] = ids
+                t = torch.from_numpy(vecs)
+                self.legacy_vecs[space] = t / t.norm(dim=1, keepdim=True).clamp(min=1e-12)
+                self.legacy_pos[space] = {i: n for n, i in enumerate(ids)}
+        self.tasks: list[TaskData] = load_tasks(self.cat, tc.tasks, tc.min_relative_grade, legacy_ids)
+        if not self.tasks:
+            raise NoTrainingData("no task has train pairs; import data and run `catalog split` first")
+        for task in self.tasks:
+            log.info("task %s: %d train pairs, weight %g", task.name, len(task.pairs), task.weight)
+        legacy_dims = {s: int(v.shape[1]) for s, v in self.legacy_vecs.items()
+                       if any(t.kind == s and t.target == "legacy" for t in self.tasks)}
+        self.resumed = False
+        if (self.resume_dir / "state.pt").exists() and (self.resume_dir / "model").exists():
+            self.model = load(self.resume_dir / "model")
+            self.resumed = True
+            log.info("resuming from %s", self.resume_dir)
+        else:
+            engaged = (
+                engaged_queries(self.cat, tc.min_relative_grade, cfg.model.entity.max_engaged_queries)
+                if cfg.model.entity.engaged_queries else {}
+            )
+            tokenizer = self._build_vocab(engaged)
+            self.model = OmniSearchSage(
+                cfg.model, resolve_backbone(cfg.model.query.backbone), tokenizer, legacy_dims, engaged,
+                {s: descriptions.get(s, "") for s in legacy_dims},
+            )
+        self.model.train()
+        self._featurize()
+        self.losses = nn.ModuleDict()
+        for i, task in enumerate(self.tasks):
+            lc = cfg.loss
+            dims, weights = lc.prefix_dims, lc.prefix_weights
+            if task.target == "legacy":  # a frozen space has no nested prefixes
+                dims, weights = (int(self.legacy_vecs[task.kind].shape[1]),), (1.0,)
+            self.losses[task.name] = SampledSoftmaxLoss(
+                dims, weights, lc.temperature, lc.max_scale, lc.logq, lc.sketch_width, lc.sketch_depth,
+                seed=tc.seed + i,
+            )
+        self.samplers = {t.name: TaskSampler(len(t.pairs), tc.seed + 101 * i) for i, t in enumerate(self.tasks)}
+        self.neg_rng = np.random.default_rng(tc.seed + 7)
+        self.optimizer = self._optimizer()
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.step = 0
+        self.pooled_cache: dict[str, torch.Tensor] = {}
+        self.phase_seconds: dict[str, float] = {}  # where training time goes (recorded in config.json)
+        self.pairs_seen = 0
+        self.train_seconds = 0.0
+        if self.resumed:
+            self._load_state()
+        self.prep_seconds = time.perf_counter() - t0
+        log.info("prepared in %.1f s", self.prep_seconds)
+
+    def _build_vocab(self, engaged: dict[str, list[str]]) -> EntityTokenizer:
+        ec = self.cfg.model.entity
+
+        def texts() -> Any:
+            for row in self.cat.entities():
+                for f in ec.fields:
+                    if row.get(f):
+                        yield str(row[f])
+            for qs in engaged.values():
+                yield from qs
+
+        return EntityTokenizer.build(
+            texts(),
+            {"unigram": ec.unigram_vocab, "bigram": ec.bigram_vocab, "trigram": ec.trigram_vocab},
+            ec.oov_buckets,
+            ec.min_count,
+            ec.max_tokens_per_field,
+        )
+
+    def _featurize(self) -> None:
+        """Tokenize every entity of the trained kinds and every query once."""
+        fz = self.model.featurizer
+        self.entity_ids: dict[str, list[str]] = {}
+        self.entity_feats: dict[str, list[EntityFeatures]] = {}
+        self.entity_pos: dict[str, dict[str, int]] = {}
+        kinds = sorted({t.kind for t in self.tasks if t.target == "entity"})
+        for kind in kinds:
+            rows = list(self.cat.entities(kind))
+            feats = [fz.features(r) for r in tqdm(rows, desc=f"tokenizing {kind}s", disable=not self.progress,
+                                                  leave=False)]
+            self.entity_ids[kind] = [r["id"] for r in rows]
+            self.entity_feats[kind] = feats
+            self.entity_pos[kind] = {r["id"]: n for n, r in enumerate(rows)}
+        for task in self.tasks:  # pairs whose target is missing from the catalog cannot be trained on
+            if task.target == "entity":
+                pos = self.entity_pos[task.kind]
+                task.pairs = [p for p in task.pairs if p[1] in pos]
+        qids = sorted({q for t in self.tasks for q, _ in t.pairs}
+                      | {x for t in self.tasks if t.target == "query" for _, x in t.pairs})
+        queries = self.cat.get_queries(qids)
+        self.query_text = {q: str(r["text"]) for q, r in queries.items()}
+        tok = self.model.query.tokenizer
+        prefix = self.model.query.prefix
+        texts = [prefix + self.query_text[q] for q in qids if q in self.query_text]
+        enc = tok(texts, truncation=True, max_length=self.cfg.model.query.max_length)["input_ids"]
+        self.query_ids = dict(zip([q for q in qids if q in self.query_text], enc, strict=True))
+        for task in self.tasks:
+            task.pairs = [p for p in task.pairs if p[0] in self.query_ids
+                          and (task.target != "query" or p[1] in self.query_ids)]
+        self.tasks = [t for t in self.tasks if t.pairs]
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        tc = self.cfg.train
+        bag = self.model.entity.bag
+        hash_params = [bag.table.weight, bag.importance]
+        hash_ids = {id(p) for p in hash_params}
+        backbone = [p for p in self.model.query.backbone.parameters() if p.requires_grad]
+        backbone_ids = {id(p) for p in backbone}
+        rest = [p for p in [*self.model.parameters(), *self.losses.parameters()]
+                if p.requires_grad and id(p) not in hash_ids and id(p) not in backbone_ids]
+        decay = [p for p in rest if p.ndim >= 2]
+        no_decay = [p for p in rest if p.ndim < 2]
+        groups = [
+            {"params": hash_params, "lr": tc.lr_hash, "weight_decay": 0.0},
+            {"params": decay, "lr": tc.lr, "weight_decay": tc.weight_decay},
+            {"params": no_decay, "lr": tc.lr, "weight_decay": 0.0},
+        ]
+        if backbone:
+            groups.append({"params": backbone, "lr": tc.lr_backbone, "weight_decay": tc.weight_decay})
+        return torch.optim.AdamW(groups, fused=True)  # fused CPU kernel: one pass over the 25M-row table
+
+    def _lr_factor(self, step: int) -> float:
+        tc = self.cfg.train
+        if step < tc.warmup_steps:
+            return (step + 1) / tc.warmup_steps
+        progress = min(1.0, (step - tc.warmup_steps) / max(1, tc.steps - tc.warmup_steps))
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    # ------------------------------------------------------------------ one step
+    def _query_batch(self, qids: list[str]) -> dict[str, torch.Tensor]:
+        seqs = [self.query_ids[q] for q in qids]
+        width = max(len(s) for s in seqs)
+        pad = self.model.query.tokenizer.pad_token_id or 0
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.tensor(s)
+            mask[i, : len(s)] = 1
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def _pooled(self, qids: list[str]) -> torch.Tensor:
+        """(U, h) pooled backbone states of the queries.
+
+        A frozen backbone (train_layers 0) gives each query the same state every time: it is computed once,
+        without autograd, and cached. Otherwise queries run in length-sorted chunks, which pads less than one
+        batch of mixed lengths.
+        """
+        bf16 = self.cfg.train.bf16
+        query = self.model.query
+        if self.cfg.model.query.train_layers == 0:
+            missing = sorted({q for q in qids if q not in self.pooled_cache}, key=lambda q: len(self.query_ids[q]))
+            with torch.inference_mode():
+                for start in range(0, len(missing), 128):
+                    chunk = missing[start : start + 128]
+                    enc = self._query_batch(chunk)
+                    states = query.pooled(enc["input_ids"], enc["attention_mask"], bf16=bf16)  # (c, h)
+                    for q, v in zip(chunk, states, strict=True):
+                        self.pooled_cache[q] = v.clone()
+            return torch.stack([self.pooled_cache[q] for q in qids])
+        order = sorted(range(len(qids)), key=lambda i: len(self.query_ids[qids[i]]))
+        parts: list[torch.Tensor] = []
+        for start in range(0, len(order), 64):
+            enc = self._query_batch([qids[i] for i in order[start : start + 64]])
+            parts.append(query.pooled(enc["input_ids"], enc["attention_mask"], bf16=bf16))  # (c, h)
+        pooled = torch.cat(parts)  # (U, h) in length order
+        inverse = torch.empty(len(order), dtype=torch.long)
+        inverse[torch.tensor(order)] = torch.arange(len(order))
+        return pooled[inverse]
+
+    def train_step(self) -> dict[str, float]:
+        tc, lc = self.cfg.train, self.cfg.loss
+        alloc = allocate(tc.batch_size, {t.name: t.weight for t in self.tasks})
+        picked: dict[str, list[tuple[str, str]]] = {}
+        for task in self.tasks:
+            idx = self.samplers[task.name].take(alloc[task.name])
+            picked[task.name] = [task.pairs[i] for i in idx]
+        # One backbone pass for every query of the step (and the query targets of query->query).
+        need = sorted({q for pairs in picked.values() for q, _ in pairs}
+                      | {x for t in self.tasks if t.target == "query" for _, x in picked[t.name]})
+        row_of = {q: i for i, q in enumerate(need)}
+        clock = time.perf_counter()
+        pooled = self._pooled(need)  # (U, h)
+        qvec = self.model.query.project(pooled)  # (U, D)
+        clock = self._tick("query_forward", clock)
+        total = torch.zeros(())
+        weight_sum = sum(t.weight for t in self.tasks)
+        logs: dict[str, float] = {}
+        for task in self.tasks:
+            pairs = picked[task.name]
+            qrows = torch.tensor([row_of[q] for q, _ in pairs])
+            q_keys = keys_of([q for q, _ in pairs])
+            p_keys = keys_of([t for _, t in pairs])
+            neg = neg_keys = None
+            n_cand = None
+            q_item_keys = None
+            n_neg = tc.task_negatives.get(task.name, lc.random_negatives if task.target != "query" else 0)
+            if task.target == "entity":
+                feats = self.entity_feats[task.kind]
+                pos_index = self.entity_pos[task.kind]
+                pos_feats = [feats[pos_index[t]] for _, t in pairs]
+                exclude: list[str | None] = [query_key(self.query_text[q]) for q, _ in pairs]
+                neg_idx = self.neg_rng.integers(0, len(feats), n_neg * len(pairs)) if n_neg else np.zeros(0, int)
+                all_feats = pos_feats + [feats[i] for i in neg_idx]
+                exclude += [None] * len(neg_idx)
+                evec = self.model.entity(self.model.featurizer.collate(all_feats, exclude))  # (B + R, D)
+                q = qvec[qrows]
+                p = evec[: len(pairs)]
+                if len(neg_idx):
+                    neg = evec[len(pairs) :]
+                    neg_keys = keys_of([self.entity_ids[task.kind][i] for i in neg_idx])
+                    n_cand = len(feats)
+            elif task.target == "query":
+                q = qvec[qrows]
+                p = qvec[torch.tensor([row_of[t] for _, t in pairs])]
+                q_item_keys = q_keys
+            else:  # legacy: the item tower is the identity over frozen stored vectors
+                vecs = self.legacy_vecs[task.kind]
+                q = self.model.query.legacy_embed(pooled[qrows], task.kind)
+                p = vecs[torch.tensor([self.legacy_pos[task.kind][t] for _, t in pairs])]
+                if n_neg:
+                    neg_idx = self.neg_rng.integers(0, vecs.shape[0], n_neg * len(pairs))
+                    neg = vecs[torch.from_numpy(neg_idx)]
+                    ids = self.cat_legacy_ids(task.kind)
+                    neg_keys = keys_of([ids[i] for i in neg_idx])
+                    n_cand = int(vecs.shape[0])
+            clock = self._tick("entity_forward", clock)
+            parts = self.losses[task.name](q, p, q_keys, p_keys, neg, neg_keys, n_cand, q_item_keys)
+            clock = self._tick("loss", clock)
+            total = total + (task.weight / weight_sum) * parts.total
+            logs[task.name] = float(parts.total.detach())
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        clock = self._tick("backward", clock)
+        torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], 5.0)
+        self.optimizer.step()
+        self.scheduler.step()
+        self._tick("optimizer", clock)
+        self.step += 1
+        self.pairs_seen += sum(len(v) for v in picked.values())
+        logs["loss"] = float(total.detach())
+        return logs
+
+    def _tick(self, phase: str, since: float) -> float:
+        now = time.perf_counter()
+        self.phase_seconds[phase] = self.phase_seconds.get(phase, 0.0) + now - since
+        return now
+
+    def cat_legacy_ids(self, space: str) -> list[str]:
+        if not hasattr(self, "_legacy_id_lists"):
+            self._legacy_id_lists: dict[str, list[str]] = {}
+        if space not in self._legacy_id_lists:
+            pos = self.legacy_pos[space]
+            ids = [""] * len(pos)
+            for i, n in pos.items():
+                ids[n] = i
+            self._legacy_id_lists[space] = ids
+        return self._legacy_id_lists[space]
+
+    # ------------------------------------------------------------------ evaluation and state
+    def evaluate_dev(self, max_queries: int | None) -> dict[str, Any]:
+        try:
+            tasks = dev_tasks(self.cat, self.cfg.train.min_relative_grade)
+        except Exception as exc:  # no dev split: training still works, it just is not measured
+            log.warning("no dev evaluation: %s", exc)
+            return {}
+        if max_queries:
+            tasks = [t.subset(max_queries, self.cfg.train.seed) for t in tasks]
+        self.model.eval()
+        try:
+            pools = Pools(self.cat)
+            result = evaluate_system(ModelRetriever(self.model, pools), tasks, pools)
+        finally:
+            self.model.train()
+        for name, entry in result["tasks"].items():
+            log.info("dev step %d %s: nDCG@10 %.3f Recall@10 %.3f MRR@10 %.3f", self.step, name,
+                     entry["nDCG@10"], entry["Recall@10"], entry["MRR@10"])
+        return result
+
+    def _save_state(self) -> None:
+        tmp = self.resume_dir.with_name(self.resume_dir.name + ".tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        self.model.save(tmp / "model")
+        torch.save(
+            {
+                "config": to_dict(self.cfg),
+                "step": self.step,
+                "pairs_seen": self.pairs_seen,
+                "train_seconds": self.train_seconds,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "losses": self.losses.state_dict(),
+                "samplers": self.samplers,
+                "neg_rng": self.neg_rng,
+                "torch_rng": torch.get_rng_state(),
+            },
+            tmp / "state.pt",
+        )
+        if self.resume_dir.exists():
+            shutil.rmtree(self.resume_dir)
+        tmp.rename(self.resume_dir)
+
+    def _load_state(self) -> None:
+        state = torch.load(self.resume_dir / "state.pt", weights_only=False)
+        if run_config_from_dict(state["config"]) != self.cfg:
+            log.warning("the resumable state in %s was made with another config; starting afresh", self.resume_dir)
+            return
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.losses.load_state_dict(state["losses"])
+        self.samplers = state["samplers"]
+        self.neg_rng = state["neg_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        self.step, self.pairs_seen = int(state["step"]), int(state["pairs_seen"])
+        self.train_seconds = float(state["train_seconds"])
+        log.info("resumed at step %d", self.step)
+
+    # ------------------------------------------------------------------ the run
+    def run(self, stop_after: int | None = None) -> TrainResult:
+        """Train to `steps` (or the time limit), then save. `stop_after` steps simulates an interruption."""
+        self.prepare()
+        tc = self.cfg.train
+        dev: dict[str, Any] = {}
+        history: list[dict[str, Any]] = []
+        last_state = time.perf_counter()
+        bar = tqdm(total=tc.steps, initial=self.step, desc="training", disable=not self.progress)
+        ema: dict[str, float] = {}
+        done_in_call = 0
+        while self.step < tc.steps and self.train_seconds < tc.time_limit_s:
+            t0 = time.perf_counter()
+            logs = self.train_step()
+            self.train_seconds += time.perf_counter() - t0
+            done_in_call += 1
+            for k, v in logs.items():
+                ema[k] = v if k not in ema else 0.9 * ema[k] + 0.1 * v
+            bar.update(1)
+            bar.set_postfix({k.replace("query->", "q>"): f"{v:.3f}" for k, v in ema.items()})
+            if tc.eval_every and self.step % tc.eval_every == 0 and self.step < tc.steps:
+                dev = self.evaluate_dev(tc.eval_max_queries)
+                history.append({"step": self.step, **_summary(dev)})
+            if stop_after is not None and done_in_call >= stop_after:
+                self._save_state()
+                bar.close()
+                raise KeyboardInterrupt(f"stopped after {done_in_call} steps (state saved)")
+            if time.perf_counter() - last_state > tc.checkpoint_every_s and self.step < tc.steps:
+                self._save_state()
+                last_state = time.perf_counter()
+        bar.close()
+        if self.step < tc.steps:
+            log.warning("time limit %.0f s reached at step %d of %d", tc.time_limit_s, self.step, tc.steps)
+        if tc.final_eval:
+            dev = self.evaluate_dev(tc.eval_max_queries)
+            history.append({"step": self.step, **_summary(dev)})
+        pps = self.pairs_seen / self.train_seconds if self.train_seconds else 0.0
+        record = {
+            "training": {
+                "config": to_dict(self.cfg),
+                "steps": self.step,
+                "pairs": self.pairs_seen,
+                "train_seconds": round(self.train_seconds, 1),
+                "prep_seconds": round(self.prep_seconds, 1),
+                "pairs_per_second": round(pps, 1),
+                "threads": tc.threads,
+                "phase_seconds": {k: round(v, 1) for k, v in self.phase_seconds.items()},
+                "tasks": {t.name: len(t.pairs) for t in self.tasks},
+                "dev_history": history,
+                "catalog": str(self.home.catalog_db),
+                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "torch": torch.__version__,
+            }
+        }
+        self.model.eval()
+        ckpt = self.model.save(self.out, extra=record)
+        if self.resume_dir.exists():
+            shutil.rmtree(self.resume_dir)
+        log.info("saved %s (%s): %d steps, %.0f pairs/s", self.out, ckpt, self.step, pps)
+        self.cat.close()
+        return TrainResult(self.out, ckpt, self.step, self.pairs_seen, self.train_seconds, self.prep_seconds, pps,
+                           {t.name: len(t.pairs) for t in self.tasks}, dev)
+
+
+def _summary(result: dict[str, Any]) -> dict[str, Any]:
+    return {name: {m: round(v, 4) for m, v in entry.items() if isinstance(v, float)}
+            for name, entry in result.get("tasks", {}).items()}
+
+
+def train(home: Home, cfg: RunConfig, out: Path | None = None, progress: bool = True) -> TrainResult:
+    """Train (resuming from `<out>.resume` if an interrupted run left it) and save to `out`."""
+    return Trainer(home, cfg, out, progress).run()
