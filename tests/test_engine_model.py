@@ -201,3 +201,29 @@ def test_generation_and_encoder_swap_together(deployment: Deployment, tmp_path: 
         back = client.search(index="pins", k=3, text="chocolate cookies")
         assert back.checkpoint_id == a.checkpoint_id and back.timings.cache_hit  # A's entry is still valid
         assert [h.id for h in back.hits] == [h.id for h in a.hits]
+
+
+def test_graceful_stop_finishes_in_flight_calls(deployment: Deployment) -> None:
+    from grpc_health.v1 import health_pb2
+
+    from engine.client import EngineClient
+    from engine.server import create_server
+
+    # The batcher holds a lone text for 0.6 s, so the call is surely in flight when stop() starts.
+    cfg = loopback_config(deployment.home, batch_max=64, batch_max_wait_ms=600.0)
+    srv, port = create_server(cfg)
+    srv.start()
+    with EngineClient(f"127.0.0.1:{port}") as client:
+        client.wait_until_serving(60)
+        req = client.search_request("pins", 2, text="in flight during shutdown")
+        fut = client.search_stub.Search.future(req, timeout=10)
+        time.sleep(0.15)
+        stopped = srv.stop(5.0)
+        state = srv.health.Check(health_pb2.HealthCheckRequest(service=""), None).status
+        assert state == health_pb2.HealthCheckResponse.NOT_SERVING
+        res = fut.result()
+        assert len(res.hits) == 2 and res.timings.batch_size == 1
+        assert stopped.wait(15)
+        with pytest.raises(grpc.RpcError) as exc:
+            client.search(index="pins", k=1, text="after the stop", timeout=2)
+        assert _code(exc) == grpc.StatusCode.UNAVAILABLE
