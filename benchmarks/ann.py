@@ -158,28 +158,32 @@ def time_batch(subject: Subject, xq: NDArray[np.float32], k: int) -> tuple[Timin
 
 
 def time_single(subject: Subject, rows: list[NDArray[np.float32]], k: int, threads: int) -> Timing:
-    """One query per call from `threads` Python threads; QPS over the wall time, latencies of every call."""
+    """One query per call from `threads` Python threads; QPS over the wall time, latencies of every call.
+
+    Each worker stamps its own first start and last end: the wall time is their span, so a coordinating
+    thread that is descheduled on a busy machine cannot shorten or stretch it.
+    """
     lat = np.zeros(len(rows), dtype=np.int64)
     parts = [range(i, len(rows), threads) for i in range(threads)]
-    start = threading.Barrier(threads + 1)
+    spans = [(0, 0)] * threads
+    start = threading.Barrier(threads)
 
-    def work(part: range) -> None:
+    def work(w: int) -> None:
         subject.prepare_thread()
         search = subject.search
         clock = time.perf_counter_ns
         start.wait()
-        for i in part:
+        first = clock()
+        for i in parts[w]:
             t0 = clock()
             search(rows[i], k)
             lat[i] = clock() - t0
+        spans[w] = (first, clock())
 
     with ThreadPoolExecutor(threads) as pool:
-        futures = [pool.submit(work, p) for p in parts]
-        start.wait()
-        t0 = time.perf_counter()
-        for f in futures:
+        for f in [pool.submit(work, w) for w in range(threads)]:
             f.result()
-        wall = time.perf_counter() - t0
+    wall = (max(e for _, e in spans) - min(b for b, _ in spans)) / 1e9
     return Timing(
         qps=len(rows) / max(wall, 1e-12),
         p50_us=float(np.percentile(lat, 50)) / 1e3,
