@@ -30,7 +30,10 @@ class QueryEncoder(Protocol):
     """The part of `encoders.OmniSearchSage` the engine uses."""
 
     checkpoint_id: str
-    spaces: dict[str, int]
+
+    @property
+    def spaces(self) -> dict[str, int]:
+        """Space name -> dimension: "model" and "legacy-<name>"."""
 
     def embed_queries(
         self, texts: list[str], space: str = "model", batch_size: int = 64

@@ -28,11 +28,12 @@ class EngineConfig:
     metrics_host: str = "127.0.0.1"  # address of the metrics HTTP server
     workers: int = 48  # gRPC handler threads; must exceed the concurrency that should share encoder batches
     max_concurrent_rpcs: int | None = 512  # more RPCs in flight than this are refused with RESOURCE_EXHAUSTED
-    torch_threads: int = 2  # intra-op threads of the encoder (one batch at a time, so it may use both cores)
+    torch_threads: int = 1  # intra-op threads of the encoder; 1 leaves a core to gRPC (BENCHMARKS.md, Server)
     faiss_threads: int = 1  # OpenMP threads of faiss; single-query searches lose time to thread wake-ups
     shard_threads: int = 0  # pool that searches an index's shards in parallel; 0 searches them in the request
     # thread (on 2 cores the gRPC workers already keep both busy, and a hand-off per shard costs more than it saves)
-    encoder_bf16: bool = False  # bf16 autocast of the query backbone: ~1.5x faster, cosine 0.99995 to fp32
+    encoder_bf16: bool | None = None  # bf16 autocast of the query backbone (cosine 0.99995 to fp32, ~2x batch
+    # throughput here); None = on when the CPU computes bf16 natively (AVX-512 BF16 or AMX), else off
     max_k: int = 1000  # largest k a Search may ask for
     max_text_chars: int = 1000  # longer query texts are refused (the encoder reads 64 tokens anyway)
     max_embed_texts: int = 256  # texts per Embed call

@@ -94,7 +94,20 @@ def check_headroom(record: GenerationRecord, config: EngineConfig, reuse_model: 
         )
 
 
-def load_model(record: GenerationRecord, reuse: QueryEncoder | None, bf16: bool = False) -> QueryEncoder | None:
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (otherwise autocast emulates it and is slower than fp32)."""
+    try:
+        import torch
+
+        cpu: Any = torch.cpu
+        return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
+    except (ImportError, AttributeError):  # older torch: be conservative
+        return False
+
+
+def load_model(
+    record: GenerationRecord, reuse: QueryEncoder | None, bf16: bool | None = None
+) -> QueryEncoder | None:
     """The generation's encoder: the served one when its checkpoint id matches, else loaded from disk."""
     if not record.checkpoint:
         return None
@@ -108,8 +121,10 @@ def load_model(record: GenerationRecord, reuse: QueryEncoder | None, bf16: bool 
             f"checkpoint {record.checkpoint} now holds weights {model.checkpoint_id}, but generation "
             f"{record.id} was built with {record.checkpoint_id}; its query and item spaces would not match"
         )
-    if bf16 and hasattr(model, "bf16"):
-        model.bf16 = True
+    use_bf16 = native_bf16() if bf16 is None else bf16
+    if hasattr(model, "bf16"):
+        model.bf16 = use_bf16
+    log.info("encoder %s loaded (bf16 %s)", model.checkpoint_id, "on" if use_bf16 else "off")
     return model
 
 

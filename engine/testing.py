@@ -92,6 +92,7 @@ def loopback_config(home: Home, **overrides: Any) -> EngineConfig:
     base = EngineConfig(
         home=home, port=0, metrics_port=None, workers=16, poll_interval_s=0.1, admin_token="test-token",
         warmup_queries=1, grace_s=2.0, cache_ttl_s=60.0,
+        encoder_bf16=False,  # exact fp32, so tests can compare with the checkpoint's own embeddings
     )
     return replace(base, **overrides)
 

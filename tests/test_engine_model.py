@@ -97,6 +97,11 @@ def test_embed_matches_the_checkpoint(deployment: Deployment) -> None:
         with pytest.raises(grpc.RpcError) as exc:
             client.embed([])
         assert _code(exc) == grpc.StatusCode.INVALID_ARGUMENT
+    with running_server(loopback_config(d.home, encoder_bf16=True)) as (_, client):
+        fast = client.embed(texts)
+        exact = d.model.embed_queries(texts)
+        cosine = (fast * exact).sum(axis=1) / np.linalg.norm(fast, axis=1) / np.linalg.norm(exact, axis=1)
+        assert cosine.min() > 0.999  # bf16 autocast serves (nearly) the same space
 
 
 def test_cache_hits_normalised_text_and_expires_after_ttl(deployment: Deployment) -> None:
