@@ -248,3 +248,10 @@ def markdown(results: dict[str, dict[str, Any]], languages: bool = True) -> str:
 
 def _fmt(v: object) -> str:
     return f"{v:.3f}" if isinstance(v, float) else "-"
+
+
+def run_evaluation(home: Any, checkpoint: str | Path | None = None, **kwargs: Any) -> dict[str, dict[str, Any]]:
+    """The full evaluation of `encoders evaluate` (model, legacy spaces, baselines); see encoders.quality."""
+    from encoders.quality import run_evaluation as run
+
+    return run(home, Path(checkpoint) if checkpoint else None, **kwargs)

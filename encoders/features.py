@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from catalog.errors import DimensionMismatch
 from encoders.config import EntityConfig
 from encoders.entity import EntityBatch
 from encoders.tokenize import EntityTokenizer
@@ -72,7 +73,10 @@ class Featurizer:
         parts = []
         for name, dim in self.cfg.dense_inputs:
             value = given.get(name)
-            vec = np.zeros(dim, np.float32) if value is None else np.asarray(value, np.float32).reshape(dim)
+            vec = np.zeros(dim, np.float32) if value is None else np.asarray(value, np.float32).ravel()
+            if vec.size != dim:
+                raise DimensionMismatch(f"dense input {name!r} of entity {row.get('id')} has {vec.size} values, "
+                                        f"the model expects {dim}")
             parts.append(vec)
         return np.concatenate(parts)
 

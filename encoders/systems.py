@@ -44,3 +44,7 @@ class LegacyRetriever(DenseRetriever):
 
     def embed_texts(self, texts: list[str], kind: str) -> NDArray[np.float32]:
         return self.model.embed_queries(texts, space=f"legacy-{self.space}")
+
+    def covers(self, kind: str) -> bool:
+        """True when some entity of `kind` has a vector in this space."""
+        return kind != "query" and bool(self.embed_pool(self.pools.get(kind))[0])

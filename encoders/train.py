@@ -82,6 +82,10 @@ def allocate(batch: int, weights: dict[str, float]) -> dict[str, int]:
             break
         out[t] += 1
         rest -= 1
+    while rest < 0:  # the minimum of 2 overshot: take back from the largest share
+        t = max(out, key=lambda t: out[t])
+        out[t] -= 1
+        rest += 1
     return out
 
 

@@ -1,0 +1,80 @@
+"""Metrics by hand, BEIR files, and the CLI end to end (stand-in legacy space, train, evaluate, embed)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from encoders_fixtures import tiny_catalog
+
+from catalog import Catalog, Home
+from encoders.cli import cli
+from encoders.evaluate import beir_task
+from encoders.metrics import mrr_at, ndcg_at, query_metrics, recall_at
+
+
+def test_metrics_by_hand() -> None:
+    ranked = ["a", "x", "b", "y"]
+    gains = {"a": 3.0, "b": 2.0, "c": 1.0}
+    dcg = 3.0 / math.log2(2) + 2.0 / math.log2(4)
+    idcg = 3.0 / math.log2(2) + 2.0 / math.log2(3) + 1.0 / math.log2(4)
+    assert ndcg_at(ranked, gains) == pytest.approx(dcg / idcg)
+    assert recall_at(ranked, {"a", "b", "c"}, 2) == pytest.approx(1 / 3)
+    assert recall_at(ranked, {"a", "b", "c"}, 10) == pytest.approx(2 / 3)
+    assert mrr_at(ranked, {"b"}) == pytest.approx(1 / 3)
+    assert mrr_at(ranked, {"z"}) == 0.0
+    assert query_metrics(ranked, gains, {"a"})["Recall@100"] == 1.0
+
+
+def test_beir_files(tmp_path: Path) -> None:
+    (tmp_path / "queries.jsonl").write_text('{"_id": "1", "text": "red shoe"}\n{"_id": "2", "text": "hat"}\n')
+    (tmp_path / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n1\tp1\t2\n1\tp2\t0\n2\tp3\t0\n")
+    task = beir_task(tmp_path / "queries.jsonl", tmp_path / "qrels.tsv", "product")
+    assert task.qids == ["1"] and task.relevant == [{"p1"}] and task.gains == [{"p1": 2.0, "p2": 0.0}]
+
+
+@pytest.mark.slow
+def test_cli_standin_train_evaluate_embed(home: Home, tmp_path: Path) -> None:
+    tiny_catalog(home, legacy=False)
+    runner = CliRunner()
+    res = runner.invoke(cli, ["legacy-standin", "--kind", "product", "--home", str(home.root)])
+    assert res.exit_code == 0, res.output
+    with Catalog(home.catalog_db, read_only=True) as cat:
+        assert cat.legacy_spaces() == {"standin-product": 384}
+        desc = cat.db.execute("select description from legacy_spaces").fetchone()[0]
+        assert "STAND-IN" in desc
+    config = tmp_path / "tiny.toml"
+    config.write_text(
+        'preset = "quick"\n[model.query]\ntrain_layers = 0\n'
+        "[model.entity]\nhash_buckets = 4096\nhash_dim = 32\nhidden = [64]\n"
+        '[train]\nsteps = 3\nbatch_size = 24\nwarmup_steps = 1\nname = "cli"\n'
+    )
+    res = runner.invoke(cli, ["train", "--config", str(config), "--quiet", "--home", str(home.root)])
+    assert res.exit_code == 0, res.output
+    ckpt = home.checkpoints / "cli"
+    assert (ckpt / "config.json").exists() and (ckpt / "model.safetensors").exists()
+    training = json.loads((ckpt / "config.json").read_text())["training"]
+    assert training["steps"] == 3 and training["pairs_per_second"] > 0
+    out = tmp_path / "quality.json"
+    res = runner.invoke(cli, ["evaluate", "--json", str(out), "--baselines", "bm25,bm25-stemmed", "--quiet",
+                              "--home", str(home.root)])
+    assert res.exit_code == 0, res.output
+    results = json.loads(out.read_text())
+    assert {"model", "bm25", "bm25-stemmed", "legacy-standin-product"} <= set(results)
+    for system in ("model", "bm25"):
+        assert set(results[system]) >= {"nDCG@10", "Recall@10", "Recall@100", "MRR@10", "tasks", "languages"}
+        assert 0.0 <= results[system]["Recall@100"] <= 1.0
+    assert "| model |" in res.output
+    vec_file = tmp_path / "pins.npy"
+    res = runner.invoke(cli, ["embed", "--what", "entities", "--kind", "pin", "--out", str(vec_file),
+                              "--home", str(home.root)])
+    assert res.exit_code == 0, res.output
+    vecs = np.load(vec_file)
+    ids = vec_file.with_suffix(".ids.txt").read_text().split()
+    assert vecs.shape == (4, 256) and len(ids) == 4
+    res = runner.invoke(cli, ["evaluate", "--checkpoint", str(tmp_path), "--home", str(home.root)])
+    assert res.exit_code == 1 and "Error" in res.output

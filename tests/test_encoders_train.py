@@ -1,0 +1,80 @@
+"""End to end on a tiny real catalog: train a few steps, save, load the same embeddings, resume, data rules."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from encoders_fixtures import tiny_catalog, tiny_config
+
+import encoders
+from catalog import Catalog, Home
+from encoders.data import engaged_queries, is_positive, load_tasks
+from encoders.train import Trainer, allocate
+
+TEXTS = ["iphone charger", "¿qué es un gato doméstico?", "star at the center"]
+
+
+@pytest.fixture
+def tiny_home(home: Home) -> Home:
+    tiny_catalog(home)
+    return home
+
+
+def test_train_save_load_gives_identical_embeddings(tiny_home: Home) -> None:
+    trainer = Trainer(tiny_home, tiny_config(), progress=False)
+    result = trainer.run()
+    assert result.steps == 4 and result.pairs == 4 * 24
+    assert set(result.tasks) == {"query->pin", "query->product", "query->query", "query->legacy-toy"}
+    model = encoders.load(result.out)
+    assert model.checkpoint_id == result.checkpoint_id
+    assert model.spaces == {"model": 256, "legacy-toy": 12}
+    with Catalog(tiny_home.catalog_db, read_only=True) as cat:
+        rows = list(cat.entities())
+    trained = trainer.model
+    trained.eval()
+    for space in model.spaces:
+        assert np.array_equal(model.embed_queries(TEXTS, space=space), trained.embed_queries(TEXTS, space=space))
+    ent = model.embed_entities(rows)
+    assert np.array_equal(ent, trained.embed_entities(rows))
+    assert ent.shape == (len(rows), 256)
+    assert np.allclose(np.linalg.norm(ent, axis=1), 1.0, atol=1e-5)
+    # the engaged-queries enrichment travels with the checkpoint and holds train queries only
+    with Catalog(tiny_home.catalog_db, read_only=True) as cat:
+        dev_texts = {cat.get_queries([r["query_id"]])[r["query_id"]]["text"] for r in cat.engagements(split="dev")}
+    enriched = {t for qs in model.engaged.values() for t in qs}
+    assert enriched and not enriched & dev_texts
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_to_the_same_weights(tiny_home: Home) -> None:
+    cfg = tiny_config(steps=5)
+    straight = Trainer(tiny_home, cfg, out=tiny_home.checkpoints / "straight", progress=False).run()
+    out = tiny_home.checkpoints / "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(tiny_home, cfg, out=out, progress=False).run(stop_after=2)
+    assert (out.with_name("interrupted.resume") / "state.pt").exists()
+    resumed = Trainer(tiny_home, cfg, out=out, progress=False)
+    result = resumed.run()
+    assert resumed.resumed and result.steps == 5
+    assert not out.with_name("interrupted.resume").exists()
+    a, b = encoders.load(straight.out), encoders.load(result.out)
+    assert np.allclose(a.embed_queries(TEXTS), b.embed_queries(TEXTS), atol=1e-5)
+
+
+def test_grades_tasks_and_skipped_tasks(tiny_home: Home, caplog: pytest.LogCaptureFixture) -> None:
+    ranges = {"hd": (1.0, 3.0), "cf": (1.0, 4.0)}
+    assert is_positive({"grade": 2.0, "source": "hd"}, ranges, 0.5)
+    assert not is_positive({"grade": 1.67, "source": "hd"}, ranges, 0.5)
+    assert is_positive({"grade": 3.0, "source": "cf"}, ranges, 0.5)
+    assert not is_positive({"grade": 2.0, "source": "cf"}, ranges, 0.5)
+    assert is_positive({"grade": None, "source": "x"}, ranges, 0.5)
+    assert allocate(100, {"a": 8, "b": 4, "c": 0.01}) == {"a": 65, "b": 33, "c": 2}
+    with caplog.at_level(logging.INFO), Catalog(tiny_home.catalog_db, read_only=True) as cat:
+        tasks = load_tasks(cat, {"query->pin": 8, "query->product": 0}, 0.5, {"toy": []})
+        assert [t.name for t in tasks] == ["query->pin", "query->query"]
+        enrich = engaged_queries(cat, 0.5, 32)
+    assert "task query->product skipped: weight 0" in caplog.text
+    assert "task query->legacy-toy skipped: no train pairs" in caplog.text
+    assert all(len(v) <= 32 for v in enrich.values())
