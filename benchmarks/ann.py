@@ -85,7 +85,7 @@ class RawSubject(Subject):
         self.raw = raw
 
     def set_threads(self, n: int) -> None:
-        self.raw.threads = n
+        self.raw.set_threads(n)  # faiss: applies the OpenMP count to the calling thread at once
 
     def set_search(self, params: dict[str, Any]) -> None:
         if params:
@@ -262,9 +262,9 @@ def measure_search(
                 best[j][mode] = best[j][mode].better(t)
     out = []
     for j, s in enumerate(subjects):
+        s.set_threads(-1)  # back to the defaults (the next build must not inherit a 1-thread setting)
         labels = found[j]
         if labels is None:  # no batch mode asked for: one untimed search for the recall
-            s.set_threads(-1)
             labels = s.labels(s.search(ds.xq, k))
         out.append((recall(ds, gt, labels, k), best[j]))
     return out

@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 from benchmarks.errors import BenchmarkError
 
 FAISS_METRIC = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
+DEFAULT_OMP_THREADS = faiss.omp_get_max_threads()  # the process default, restored after every measurement
 
 
 class RawHnswlib:
@@ -39,6 +40,9 @@ class RawHnswlib:
 
     def set_search(self, params: dict[str, Any]) -> None:
         self.index.set_ef(int(params["ef"]))
+
+    def set_threads(self, n: int) -> None:
+        self.threads = n
 
     def prepare_thread(self) -> None:
         """hnswlib takes its thread count per call; nothing to do."""
@@ -97,10 +101,14 @@ class RawFaiss:
     def set_search(self, params: dict[str, Any]) -> None:
         _set_faiss_params(self.index, params)
 
+    def set_threads(self, n: int) -> None:
+        """Threads of the calling thread's next searches (-1: the process default)."""
+        self.threads = n
+        self.prepare_thread()
+
     def prepare_thread(self) -> None:
         """OpenMP thread counts are per calling thread in libgomp: set it in every thread that searches."""
-        if self.threads > 0:
-            faiss.omp_set_num_threads(self.threads)
+        faiss.omp_set_num_threads(self.threads if self.threads > 0 else DEFAULT_OMP_THREADS)
 
     def search(self, xq: NDArray[np.float32], k: int) -> tuple[Any, Any]:
         return self.index.search(xq, k)

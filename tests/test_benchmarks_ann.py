@@ -59,6 +59,11 @@ def test_ann_writes_json_and_png_with_sane_recall(small: Dataset, tmp_path: Path
     ratios = {(o["backend"], o["mode"]) for o in data["overhead"]}
     assert ("hnswlib", "batch-1t") in ratios and all(o["ratio"] > 0 for o in data["overhead"])
     assert data["dataset"]["n"] == 3000 and data["k"] == 10 and data["machine"]["logical_cores"] >= 1
+    import faiss
+
+    from benchmarks.raw import DEFAULT_OMP_THREADS
+
+    assert faiss.omp_get_max_threads() == DEFAULT_OMP_THREADS  # 1-thread timing settings do not leak into builds
 
 
 def test_ground_truth_is_cached_and_reused(small: Dataset, tmp_path: Path) -> None:
