@@ -226,9 +226,7 @@ class FaissBackend(BackendBase):
             sp, _keep = search_parameters(self.index, self._search_overrides(params))
         with omp_threads(self.threads):
             D, L = self._search_index.search(x, k, params=sp)
-        L = self._map_labels(L)
-        self._pad_scores(D, L)
-        return D, L
+        return D, self._map_labels(L)  # faiss already pads with -1 and -/+FLT_MAX
 
     # ----------------------------------------------------------------- files and size
     def save(self, directory: str | os.PathLike[str]) -> None:

@@ -12,8 +12,8 @@ from typing import Any, ClassVar
 import faiss
 
 from indexer.backends.base import Params
-from indexer.backends.faiss_common import FAISS_METRIC, FaissBackend
-from indexer.backends.faiss_ivf_flat import auto_nlist
+from indexer.backends.faiss_common import FAISS_METRIC
+from indexer.backends.faiss_ivf_flat import IvfBackend
 from indexer.errors import InvalidParameter
 
 
@@ -22,7 +22,7 @@ def auto_m(dim: int) -> int:
     return dim // 2 if dim % 2 == 0 else dim
 
 
-class FaissIvfPqBackend(FaissBackend):
+class FaissIvfPqBackend(IvfBackend):
     """IVF{nlist},PQ{m}x{nbits}[fs][,RFlat] built through the faiss index factory."""
 
     name: ClassVar[str] = "faiss-ivfpq"
@@ -34,27 +34,13 @@ class FaissIvfPqBackend(FaissBackend):
         "refine": True,  # keep raw vectors and re-rank candidates exactly (IndexRefineFlat)
     }
     SEARCH_DEFAULTS: ClassVar[Params] = {
-        "nprobe": 16,  # cells scanned per query
+        "nprobe": "auto",  # cells scanned per query; auto = max(16, nlist / 16)
         "k_factor": 8,  # re-rank k_factor * k candidates exactly (only with refine); 4 misses 0.95 on dense blobs
     }
-
-    def _resolve(self, n: int) -> None:
-        self.params.update(self.resolve_params(n, self.dim, self.params))
-
-    def train(self, xb: Any) -> None:
-        self._resolve(len(xb))
-        super().train(xb)
-
-    def build(self, vectors: Any, ids: Any = None) -> None:
-        if self.index is None:
-            self._resolve(len(vectors))
-        super().build(vectors, ids)
 
     @classmethod
     def resolve_params(cls, n: int, dim: int, params: Params) -> Params:
         out = super().resolve_params(n, dim, params)
-        if out["nlist"] == "auto":
-            out["nlist"] = auto_nlist(n)
         if out["m"] == "auto":
             out["m"] = auto_m(dim)
         if dim % int(out["m"]):
