@@ -31,7 +31,7 @@ from engine.validate import check_filters, check_k, check_vector, normalise_text
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Hit:
     id: str
     score: float  # as the index reports it: inner product (higher is better) or squared L2 (lower is better)
@@ -168,9 +168,9 @@ class Engine:
         keys = [(model.checkpoint_id, space, text) for text in texts]
         found = [self.cache.get(key) for key in keys]
         missing = [i for i, vec in enumerate(found) if vec is None]
-        self.metrics.cache.labels("hit").inc(len(texts) - len(missing))
+        self.metrics.cache_hit.inc(len(texts) - len(missing))
         if missing:
-            self.metrics.cache.labels("miss").inc(len(missing))
+            self.metrics.cache_miss.inc(len(missing))
             _remaining(deadline, "encoding")
             vecs, batch = self.batcher.embed(model, space, [texts[i] for i in missing], deadline)
             t.batch_size = batch
@@ -179,7 +179,7 @@ class Engine:
                 self.cache.put(keys[i], vecs[j])
         t.cache_hit = not missing
         t.embed_ms = _ms(time.perf_counter() - t0)
-        self.metrics.stage.labels("embed").observe(t.embed_ms / 1000.0)
+        self.metrics.stage_embed.observe(t.embed_ms / 1000.0)
         return np.stack([v for v in found if v is not None]).astype(np.float32, copy=False)  # (n, dim)
 
     def embed(self, texts: Sequence[str], space: str = "model", deadline: float | None = None) -> EmbedResult:
@@ -261,7 +261,7 @@ class Engine:
                     raise InvalidRequest(f"index {index!r}: {err}") from err
                 raise
             t.search_ms = _ms(time.perf_counter() - t1)
-            self.metrics.stage.labels("search").observe(t.search_ms / 1000.0)
+            self.metrics.stage_search.observe(t.search_ms / 1000.0)
             pairs = list(zip(ids[0], (float(s) for s in scores[0]), strict=True))
             hits = self._finish(pairs, k, ks, ls, include_fields, index_kind, serving, deadline, t)
             t.total_ms = _ms(time.perf_counter() - t0)
@@ -301,7 +301,7 @@ class Engine:
             if len(hits) == k:
                 break
         t.hydrate_ms = _ms(time.perf_counter() - t2)
-        self.metrics.stage.labels("hydrate").observe(t.hydrate_ms / 1000.0)
+        self.metrics.stage_hydrate.observe(t.hydrate_ms / 1000.0)
         return hits
 
     # ------------------------------------------------------------------ admin

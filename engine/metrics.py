@@ -55,8 +55,25 @@ class EngineMetrics:
         self.load_failures = Counter(
             "omnisearch_generation_load_failures", "Generations that failed to load", registry=r,
         )
+        # Child lookups (`labels(...)`) cost about 1 us each; the query path reuses these.
+        self.cache_hit = self.cache.labels("hit")
+        self.cache_miss = self.cache.labels("miss")
+        self.stage_embed = self.stage.labels("embed")
+        self.stage_search = self.stage.labels("search")
+        self.stage_hydrate = self.stage.labels("hydrate")
+        self._call_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self._http: Any = None
         self._http_thread: threading.Thread | None = None
+
+    def observe_call(self, method: str, index: str, code: str, seconds: float) -> None:
+        """Count one RPC and record its latency (children cached per label set)."""
+        key = (method, index, code)
+        children = self._call_children.get(key)
+        if children is None:
+            children = (self.requests.labels(method, index, code), self.latency.labels(method, index))
+            self._call_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def bind(self, cache_hit_rate: Callable[[], float], queue_depth: Callable[[], float]) -> None:
         """Compute the gauges that mirror engine state at scrape time."""

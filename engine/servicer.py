@@ -64,7 +64,8 @@ def timings_pb(t: Timings) -> pb.Timings:
 
 def search_response(res: SearchResult) -> pb.SearchResponse:
     return pb.SearchResponse(
-        hits=[pb.Hit(id=h.id, score=h.score, kind=h.kind, fields=h.fields) for h in res.hits],
+        hits=[pb.Hit(id=h.id, score=h.score, kind=h.kind, fields=h.fields) if h.fields
+              else pb.Hit(id=h.id, score=h.score, kind=h.kind) for h in res.hits],
         generation=res.generation,
         checkpoint_id=res.checkpoint_id,
         timings=timings_pb(res.timings),
@@ -103,9 +104,7 @@ class _Calls:
             raise  # unreachable: abort raises
         finally:
             self.metrics.in_flight.dec()
-            label = self.label(index)
-            self.metrics.requests.labels(method, label, code.name).inc()
-            self.metrics.latency.labels(method, label).observe(time.perf_counter() - t0)
+            self.metrics.observe_call(method, self.label(index), code.name, time.perf_counter() - t0)
 
 
 class SearchServicer(pb_grpc.SearchServiceServicer):
