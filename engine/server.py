@@ -140,10 +140,16 @@ def create_server(config: EngineConfig) -> tuple[EngineServer, int]:
     reflection.enable_server_reflection(names, inner)
 
     address = f"{config.host}:{config.port}"
+    reason = "bind failed"
     creds = _credentials(config)
-    port = inner.add_secure_port(address, creds) if creds else inner.add_insecure_port(address)
+    try:
+        port = inner.add_secure_port(address, creds) if creds else inner.add_insecure_port(address)
+    except RuntimeError as err:  # grpc raises RuntimeError("Failed to bind ...")
+        port = 0
+        reason = str(err)
     if port == 0:
-        raise OSError(f"cannot bind {address}")
+        engine.batcher.stop()
+        raise OSError(f"cannot listen on {address} (in use, or not an address of this machine): {reason}")
     server = EngineServer(inner, engine, health_servicer, port)
     server.set_serving(False)
     health_servicer.set(ADMIN_SERVICE, SERVING)  # Admin answers (e.g. Status) before anything is loaded

@@ -95,3 +95,10 @@ def test_reflection_lists_services_and_metrics_are_exposed(server: tuple[EngineS
         'index="unknown"', 'index="-"')
     assert "omnisearch_active_generation 0.0" in body
     assert "omnisearch_encoder_batch_size_bucket" in body
+
+
+def test_a_taken_port_is_a_clear_error(server: tuple[EngineServer, int], tmp_path: Path) -> None:
+    _, port = server
+    cfg = EngineConfig(home=Home(tmp_path / "other"), port=port, admin_token=TOKEN)
+    with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port}"):
+        create_server(cfg)
