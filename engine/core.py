@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 from catalog.errors import DimensionMismatch, InvalidVector
 from engine.batcher import BatcherStats, MicroBatcher
 from engine.cache import CacheStats, EmbeddingCache
+from engine.combine import SearchCombiner
 from engine.config import EngineConfig
 from engine.errors import DeadlineExceeded, InvalidRequest, TextQueriesUnsupported
 from engine.generations import GenerationManager, ReloadOutcome
@@ -131,6 +132,7 @@ class Engine:
             on_batch=self.metrics.batch_size.observe,
         )
         self.generations = GenerationManager(config, self.batcher, self.metrics)
+        self.combiner = SearchCombiner(config.combine_max) if config.combine_max > 1 else None
         self.metrics.bind(
             cache_hit_rate=lambda: self.cache.stats().hit_rate,
             queue_depth=lambda: float(self.batcher.stats().queue_depth),
@@ -253,7 +255,11 @@ class Engine:
                 params["nprobe"] = nprobe
             t1 = time.perf_counter()
             try:
-                scores, ids = idx.search(xq, fetch, params or None)
+                if self.combiner is not None:
+                    scores, ids = self.combiner.search(idx, xq[0], fetch, params or None)  # (kk,), kk ids
+                else:
+                    scores_nq, ids_nq = idx.search(xq, fetch, params or None)  # (1, kk), [kk ids]
+                    scores, ids = scores_nq[0], ids_nq[0]
             except (DimensionMismatch, InvalidVector) as err:
                 raise InvalidRequest(str(err)) from err
             except Exception as err:
@@ -262,7 +268,7 @@ class Engine:
                 raise
             t.search_ms = _ms(time.perf_counter() - t1)
             self.metrics.stage_search.observe(t.search_ms / 1000.0)
-            pairs = list(zip(ids[0], (float(s) for s in scores[0]), strict=True))
+            pairs = list(zip(ids, scores[: len(ids)].tolist(), strict=True))
             hits = self._finish(pairs, k, ks, ls, include_fields, index_kind, serving, deadline, t)
             t.total_ms = _ms(time.perf_counter() - t0)
             return SearchResult(hits, serving.generation, serving.checkpoint_id if norm else "", index, t)

@@ -207,3 +207,60 @@ def test_config_validation_toml_and_token_file(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setenv(TOKEN_ENV, "from-env")
     assert cfg.resolve_admin_token() == "from-env"
     assert EngineConfig(home=home, admin_token="given").resolve_admin_token() == "given"
+
+
+class ExactIndex:
+    """Exact inner-product search over a small matrix (the reference every ANN index is tested against)."""
+
+    def __init__(self, xb: NDArray[np.float32], cost_s: float = 0.01) -> None:
+        self.xb = xb
+        self.ids = [f"e{i}" for i in range(len(xb))]
+        self.cost_s = cost_s
+        self.batch_sizes: list[int] = []
+
+    def search(
+        self, xq: NDArray[np.float32], k: int, params: dict[str, object] | None = None
+    ) -> tuple[NDArray[np.float32], list[list[str]]]:
+        if xq.ndim != 2 or xq.shape[1] != self.xb.shape[1]:
+            raise ValueError(f"bad query shape {xq.shape}")
+        self.batch_sizes.append(len(xq))
+        time.sleep(self.cost_s)
+        scores = xq @ self.xb.T  # (nq, n)
+        order = np.argsort(-scores, axis=1)[:, :k]
+        return np.take_along_axis(scores, order, axis=1), [[self.ids[j] for j in row] for row in order]
+
+
+def test_search_combiner_batches_overlapping_queries_and_keeps_answers_apart() -> None:
+    from engine.combine import SearchCombiner
+
+    rng = np.random.default_rng(0)
+    xb = rng.standard_normal((200, 8)).astype(np.float32)
+    xq = rng.standard_normal((48, 8)).astype(np.float32)
+    index = ExactIndex(xb)
+    combiner = SearchCombiner(max_batch=16)
+    got: dict[int, tuple[NDArray[np.float32], list[str]]] = {}
+
+    def one(i: int) -> None:
+        got[i] = combiner.search(index, xq[i], 5 if i % 2 else 3)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(xq))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert len(got) == len(xq)
+    for i in range(len(xq)):
+        k = 5 if i % 2 else 3
+        want = np.argsort(-(xb @ xq[i]))[:k]
+        scores, ids = got[i]
+        assert ids == [f"e{j}" for j in want]
+        np.testing.assert_allclose(scores, (xb @ xq[i])[want], rtol=1e-5)
+    st = combiner.stats()
+    assert st.queries == len(xq) and st.searches < len(xq) and st.max_batch_seen > 1
+    assert max(index.batch_sizes) <= 16
+
+    # Alone, a query runs inline as a batch of one; errors reach the caller and the combiner recovers.
+    assert combiner.search(index, xq[0], 2)[1] == got[0][1][:2]
+    with pytest.raises(ValueError, match="bad query shape"):
+        combiner.search(index, np.zeros(3, np.float32), 2)
+    assert combiner.search(index, xq[1], 1)[1] == got[1][1][:1]
