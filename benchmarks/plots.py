@@ -81,7 +81,7 @@ def ann_plot(result: dict[str, Any], path: Path) -> Path:
         f"ANN recall vs throughput on {ds['name']} ({ds['n']:,} x {ds['dim']}, {ds['nq']:,} queries, "
         f"{'angular / inner product' if ds['metric'] == 'ip' else 'Euclidean'}), upper right is better\n"
         f"{result['date'][:10]}, {machine.get('logical_cores', '?')} cores {machine.get('cpu', '')}; "
-        f"best of {result['settings']['runs']} runs",
+        f"best of {result['settings']['runs']} runs; {machine.get('note', '')}",
         fontsize=11,
     )
     rows = (len(labels) + 3) // 4
