@@ -32,7 +32,6 @@ class EngineConfig:
     faiss_threads: int = 1  # OpenMP threads of faiss; single-query searches lose time to thread wake-ups
     shard_threads: int = 0  # pool that searches an index's shards in parallel; 0 searches them in the request
     # thread (on 2 cores the gRPC workers already keep both busy, and a hand-off per shard costs more than it saves)
-    combine_max: int = 64  # concurrent searches of one index run as one batched call of up to this many; 1 = off
     encoder_bf16: bool | None = None  # bf16 autocast of the query backbone (cosine 0.99995 to fp32, ~2x batch
     # throughput here); None = on when the CPU computes bf16 natively (AVX-512 BF16 or AMX), else off
     max_k: int = 1000  # largest k a Search may ask for

@@ -21,7 +21,6 @@ from numpy.typing import NDArray
 from catalog.errors import DimensionMismatch, InvalidVector
 from engine.batcher import BatcherStats, MicroBatcher
 from engine.cache import CacheStats, EmbeddingCache
-from engine.combine import SearchCombiner
 from engine.config import EngineConfig
 from engine.errors import DeadlineExceeded, InvalidRequest, TextQueriesUnsupported
 from engine.generations import GenerationManager, ReloadOutcome
@@ -132,7 +131,6 @@ class Engine:
             on_batch=self.metrics.batch_size.observe,
         )
         self.generations = GenerationManager(config, self.batcher, self.metrics)
-        self.combiner = SearchCombiner(config.combine_max) if config.combine_max > 1 else None
         self.metrics.bind(
             cache_hit_rate=lambda: self.cache.stats().hit_rate,
             queue_depth=lambda: float(self.batcher.stats().queue_depth),
@@ -255,11 +253,8 @@ class Engine:
                 params["nprobe"] = nprobe
             t1 = time.perf_counter()
             try:
-                if self.combiner is not None:
-                    scores, ids = self.combiner.search(idx, xq[0], fetch, params or None)  # (kk,), kk ids
-                else:
-                    scores_nq, ids_nq = idx.search(xq, fetch, params or None)  # (1, kk), [kk ids]
-                    scores, ids = scores_nq[0], ids_nq[0]
+                scores_nq, ids_nq = idx.search(xq, fetch, params or None)  # (1, kk), [kk ids]
+                scores, ids = scores_nq[0], ids_nq[0]
             except (DimensionMismatch, InvalidVector) as err:
                 raise InvalidRequest(str(err)) from err
             except Exception as err:
