@@ -120,7 +120,7 @@ def serve(home: Home, target: str, concurrency: str, duration_s: float, mix: str
 
         benchmarks serve --home ./demo --mix vector --swap-every 5 --duration 30 --concurrency 8
     """
-    from benchmarks.plots import latency_plot
+    from benchmarks.plots import latency_plot, swap_timeline_plot
     from benchmarks.results import slug, write_json
     from benchmarks.serve import serve_benchmark
 
@@ -132,6 +132,7 @@ def serve(home: Home, target: str, concurrency: str, duration_s: float, mix: str
     name = f"serve-{slug(mix)}" + ("-swap" if swap_every else "")
     json_path = write_json(out_dir / f"{name}.json", result)
     png_path = latency_plot(result, out_dir / f"{name}.png")
+    timeline_path = swap_timeline_plot(result, out_dir / f"{name}-timeline.png")
     for row in result["floor_ratio"]:
         click.echo(f"c={row['concurrency']:<3} engine/floor QPS = {row['qps_ratio']:.3f}, "
                    f"p50 engine/floor = {row['p50_ratio']}")
@@ -140,7 +141,7 @@ def serve(home: Home, target: str, concurrency: str, duration_s: float, mix: str
             sw = row["swap"]
             click.echo(f"c={row['concurrency']:<3} swaps={len(sw['swaps'])} failed requests={sw['failed_requests']} "
                        f"generations seen={sw['generations_seen']}")
-    click.echo(f"wrote {json_path}\nwrote {png_path}")
+    click.echo(f"wrote {json_path}\nwrote {png_path}" + (f"\nwrote {timeline_path}" if timeline_path else ""))
 
 
 @cli.command("echo-floor")

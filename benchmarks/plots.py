@@ -102,9 +102,11 @@ def latency_plot(result: dict[str, Any], path: Path) -> Path:
             ax_lat.plot(conc, [r["latency_ms"][pct] for r in rs], style, marker="o", color=cmap(i),
                         label=f"{target} {pct}")
         ax_qps.plot(conc, [r["qps"] for r in rs], "-", marker="o", color=cmap(i), label=target)
+    levels = sorted({r["concurrency"] for r in runs})
     for ax in (ax_lat, ax_qps):
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("Concurrency (requests in flight)")
+        ax.set_xticks(levels, [str(c) for c in levels])
+        ax.set_xlabel("Concurrency (requests in flight, log scale)")
         ax.grid(True, which="both", alpha=0.3)
     ax_lat.set_yscale("log")
     ax_lat.set_ylabel("Latency per request (ms, log scale)")
@@ -113,7 +115,48 @@ def latency_plot(result: dict[str, Any], path: Path) -> Path:
     ax_qps.set_title("Throughput", fontsize=10)
     ax_lat.legend(fontsize=8)
     ax_qps.legend(fontsize=8)
+    other = result["machine"].get("other_load_cores_incl_server")
+    shared = f"; other processes (server included) used {other:.2f} cores" if other is not None else ""
     fig.suptitle(f"{result['title']}\n{result['date'][:10]}, {result['machine'].get('logical_cores', '?')} cores "
-                 f"{result['machine'].get('cpu', '')}; {result['duration_s']:g} s per setting", fontsize=11)
+                 f"{result['machine'].get('cpu', '')}; {result['duration_s']:g} s per setting{shared}", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
+    return _save(fig, path)
+
+
+def swap_timeline_plot(result: dict[str, Any], path: Path) -> Path | None:
+    """Latency over time during a swap run (one panel per concurrency): p50/p99/max per 0.25 s, builds shaded,
+    publish and first-served moments marked, failed requests as red crosses. None when there were no swaps."""
+    runs = [r for r in result["runs"] if r.get("swap")]
+    if not runs:
+        return None
+    fig, axes = plt.subplots(len(runs), 1, figsize=(12, 3.6 * len(runs)), squeeze=False)
+    for ax, run in zip(axes[:, 0], runs, strict=True):
+        sw = run["swap"]
+        tl = sw["timeline"]
+        t = [row[0] for row in tl]
+        for col, label, style in ((2, "p50", "-"), (3, "p99", "--"), (4, "max", ":")):
+            ax.plot(t, [row[col] for row in tl], style, label=f"{label} per 0.25 s", lw=1.2)
+        bad = [(row[0], row[5]) for row in tl if row[5]]
+        if bad:
+            ax.scatter([b[0] for b in bad], [1.0] * len(bad), marker="x", color="red", label="failed requests")
+        for i, ev in enumerate(sw["events"]):
+            end = ev["published"] if ev["published"] is not None else ev["build_start"]
+            first = i == 0  # one legend entry per kind of mark
+            ax.axvspan(ev["build_start"], end, color="grey", alpha=0.2,
+                       label="building a generation" if first else None)
+            if ev["published"] is not None:
+                ax.axvline(ev["published"], color="black", lw=0.8, label="published" if first else None)
+            if ev["served"] is not None:
+                ax.axvline(ev["served"], color="green", lw=0.8, ls="--",
+                           label="first answer from it" if first else None)
+        ax.set_yscale("log")
+        ax.set_xlabel("Time since the first measured request (s)")
+        ax.set_ylabel("Latency (ms, log scale)")
+        ax.set_title(f"concurrency {run['concurrency']}: {len([e for e in sw['swaps'] if e['generation']])} swaps, "
+                     f"{sw['failed_requests']} failed requests", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8, loc="upper right", ncol=2)
+    fig.suptitle(f"{result['title']}: latency over time\n{result['date'][:10]}, "
+                 f"{result['machine'].get('logical_cores', '?')} cores {result['machine'].get('cpu', '')}", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     return _save(fig, path)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 
 from benchmarks.echo import EchoServer, sample_response
 from benchmarks.errors import NotReady
@@ -142,18 +143,23 @@ class Swapper:
     seed: int = 1000
 
     async def run(self, deadline: float, pool: ProcessPoolExecutor) -> None:
+        """Start a build every `every_s` seconds (never two at once) while one can still finish before
+        `deadline`; publish it, then ask the engine to reload (when an admin token is known)."""
         loop = asyncio.get_running_loop()
         channel = grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
         admin = pb_grpc.AdminServiceStub(channel)
         md = [("authorization", f"Bearer {self.admin_token}")] if self.admin_token else None
+        next_start = time.monotonic() + self.every_s
         try:
             while True:
-                last = self.swaps[-1].build_s if self.swaps else 0.0
-                if time.monotonic() + self.every_s + last + 1.0 > deadline:
+                last = self.swaps[-1] if self.swaps else None
+                expected = (last.published - last.build_start) if last and last.published else 0.0
+                if max(next_start, time.monotonic()) + expected + 1.0 > deadline:
                     return  # the swap would not finish while load is still running
-                await asyncio.sleep(self.every_s)
+                await asyncio.sleep(max(0.0, next_start - time.monotonic()))
                 self.seed += 1
                 swap = Swap(build_start=time.monotonic())
+                next_start = swap.build_start + self.every_s
                 self.swaps.append(swap)
                 try:
                     done = await loop.run_in_executor(pool, _publish_generation, str(self.home.root), self.index,
@@ -172,6 +178,11 @@ class Swapper:
                         swap.error = f"Reload: {err.code().name} {err.details()}"
         finally:
             await channel.close()
+
+
+def _warm_child() -> None:
+    """Import the indexer in the swap process before the clock runs (the first swap is then like the others)."""
+    import indexer.build  # noqa: F401
 
 
 def swap_windows(result: LoadResult, swaps: list[Swap]) -> dict[str, Any]:
@@ -194,6 +205,7 @@ def swap_windows(result: LoadResult, swaps: list[Swap]) -> dict[str, Any]:
             in_build.append(r)
         else:
             rest.append(r)
+    t0 = min((r.start for r in result.records), default=0.0)
     span_swap = sum(b - a for a, b in swapping)
     span_build = sum(b - a for a, b in building)
     return {
@@ -208,7 +220,30 @@ def swap_windows(result: LoadResult, swaps: list[Swap]) -> dict[str, Any]:
         "during_build": result.summary(in_build, span_build) if in_build else None,
         "steady": result.summary(rest, max(result.duration_s - span_swap - span_build, 1e-9)) if rest else None,
         "failed_requests": sum(1 for r in result.records if r.code != "OK"),
+        # Seconds since the first measured request: when each build started, was published, was first served.
+        "events": [{"generation": s.generation, "build_start": round(s.build_start - t0, 3),
+                    "published": round(s.published - t0, 3) if s.published else None,
+                    "served": round(s.served - t0, 3) if s.served else None} for s in swaps],
+        "timeline": timeline(result.records, t0),
     }
+
+
+def timeline(records: list[Record], t0: float, bin_s: float = 0.25) -> list[list[float]]:
+    """[start of bin (s), requests, p50 ms, p99 ms, max ms, errors] per `bin_s` seconds of request starts."""
+    bins: dict[int, list[Record]] = {}
+    for r in records:
+        bins.setdefault(int((r.start - t0) / bin_s), []).append(r)
+    out = []
+    for b in sorted(bins):
+        rs = bins[b]
+        lat = np.array([(r.end - r.start) * 1e3 for r in rs if r.code == "OK"])
+        errors = sum(1 for r in rs if r.code != "OK")
+        if len(lat):
+            p50, p99, mx = (float(np.percentile(lat, 50)), float(np.percentile(lat, 99)), float(lat.max()))
+        else:
+            p50 = p99 = mx = float("nan")
+        out.append([round(b * bin_s, 3), len(rs), round(p50, 3), round(p99, 3), round(mx, 3), errors])
+    return out
 
 
 # ------------------------------------------------------------------ the benchmark
@@ -272,6 +307,7 @@ def serve_benchmark(
         swapper = Swapper(home, target, info.index, int(info.dim), int(info.count or 0), swap_every,
                           info.admin_token, backend=swap_backend)
         pool = ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"))
+        pool.submit(_warm_child).result()
     try:
         for c in concurrency:
             res, windows = asyncio.run(_one_setting(target, make, c, duration_s, warmup_s, warm_requests,
