@@ -96,7 +96,7 @@ def prepare_home(root: Path, n: int, dim: int = 256, backend: str = "hnswlib") -
 
 
 @contextmanager
-def echo_server(mode: str) -> Iterator[int]:
+def echo_server(mode: str) -> Iterator[tuple[int, int]]:
     proc = subprocess.Popen([sys.executable, "-m", "engine.echo", "--mode", mode], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
     try:
@@ -104,7 +104,7 @@ def echo_server(mode: str) -> Iterator[int]:
         m = re.match(r"PORT (\d+)", line)
         if not m:
             raise RuntimeError(f"echo server did not start: {line!r}")
-        yield int(m.group(1))
+        yield int(m.group(1)), proc.pid
     finally:
         if proc.stdin:
             proc.stdin.close()
@@ -112,7 +112,7 @@ def echo_server(mode: str) -> Iterator[int]:
 
 
 @contextmanager
-def engine_server(home: Home, **config: Any) -> Iterator[int]:
+def engine_server(home: Home, **config: Any) -> Iterator[tuple[int, int]]:
     """`engine serve` in a subprocess with extra EngineConfig keys (written to a TOML file)."""
     port = _free_port()
     toml = home.root / f"bench-{port}.toml"
@@ -124,17 +124,21 @@ def engine_server(home: Home, **config: Any) -> Iterator[int]:
     try:
         with EngineClient(f"127.0.0.1:{port}") as c:
             c.wait_until_serving(180)
-        yield port
+        yield port, proc.pid
     finally:
         proc.terminate()
         proc.wait(30)
 
 
-def _load(port: int, reqs: list[bytes], c: int, seconds: float, warmup: float, unique: bool = False) -> LoadResult:
-    res = run_load(f"127.0.0.1:{port}", METHOD, reqs, c, duration_s=seconds, warmup_s=warmup)
+def _load(
+    server: tuple[int, int], reqs: list[bytes], c: int, seconds: float, warmup: float, unique: bool = False
+) -> LoadResult:
+    port, pid = server
+    res = run_load(f"127.0.0.1:{port}", METHOD, reqs, c, duration_s=seconds, warmup_s=warmup, cpu_pids=[pid])
     if unique and res.sent > len(reqs):
         log.warning("c=%d sent %d calls over %d distinct requests: some repeated", c, res.sent, len(reqs))
-    log.info("c=%d %.0f/s p50 %.2f ms p99 %.2f ms errors %s", c, res.qps, res.p50_ms, res.p99_ms, res.codes)
+    log.info("c=%d %.0f/s p50 %.2f ms p99 %.2f ms, server CPU %.0f us/call, errors %s", c, res.qps, res.p50_ms,
+             res.p99_ms, res.server_cpu_us, res.codes)
     return res
 
 
@@ -160,19 +164,19 @@ def run(n: int, seconds: float, warmup: float, work: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"n": n, "seconds": seconds, "warmup": warmup, "setup_s": round(setup_s, 1)}
     conc = (1, 8, 32)
     for mode in ("sync", "aio"):
-        with echo_server(mode) as port:
-            out[f"echo-{mode}"] = {c: _load(port, vec_reqs, c, seconds, warmup) for c in (1, 8, 16, 32)}
-    with engine_server(home) as port:
-        out["vector"] = {c: _load(port, vec_reqs, c, seconds, warmup) for c in conc}
-        out["vector-1shard"] = {c: _load(port, vec1_reqs, c, seconds, warmup) for c in conc}
-        with EngineClient(f"127.0.0.1:{port}") as client:  # fill the cache
+        with echo_server(mode) as server:
+            out[f"echo-{mode}"] = {c: _load(server, vec_reqs, c, seconds, warmup) for c in (1, 8, 16, 32)}
+    with engine_server(home) as server:
+        out["vector"] = {c: _load(server, vec_reqs, c, seconds, warmup) for c in conc}
+        out["vector-1shard"] = {c: _load(server, vec1_reqs, c, seconds, warmup) for c in conc}
+        with EngineClient(f"127.0.0.1:{server[0]}") as client:  # fill the cache
             for r in hit_reqs:
                 client.search_stub.Search(pb.SearchRequest.FromString(r), timeout=30)
-        out["text-hit"] = {c: _load(port, hit_reqs, c, seconds, warmup) for c in conc}
-        out["text-miss"] = {c: _load(port, miss_reqs(6_000), c, seconds, warmup, unique=True) for c in conc}
+        out["text-hit"] = {c: _load(server, hit_reqs, c, seconds, warmup) for c in conc}
+        out["text-miss"] = {c: _load(server, miss_reqs(6_000), c, seconds, warmup, unique=True) for c in conc}
     for name, variant in VARIANTS.items():
-        with engine_server(home, **variant) as port:
-            out[name] = {c: _load(port, miss_reqs(6_000), c, seconds, warmup, unique=True) for c in (1, 32)}
+        with engine_server(home, **variant) as server:
+            out[name] = {c: _load(server, miss_reqs(6_000), c, seconds, warmup, unique=True) for c in (1, 32)}
     out["in-process"] = in_process_costs(home, xq, hit_texts)
     return out
 
@@ -217,8 +221,8 @@ def in_process_costs(home: Home, xq: np.ndarray, texts: list[str], reps: int = 2
 def _row(name: str, r: LoadResult, floor: LoadResult | None = None) -> str:
     ratio = f"{r.qps / floor.qps:.2f}x" if floor is not None and floor.qps else ""
     errs = f"{r.errors}" + (f" ({', '.join(f'{k} {v}' for k, v in r.codes.items())})" if r.codes else "")
-    return (f"| {name} | {r.concurrency} | {r.qps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {ratio} | "
-            f"{errs} |")
+    return (f"| {name} | {r.concurrency} | {r.qps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
+            f"{r.server_cpu_us:,.0f} | {ratio} | {errs} |")
 
 
 def _machine() -> str:
@@ -241,16 +245,19 @@ def render(res: dict[str, Any], command: str, machine: str) -> str:
         "",
         f"Measured with `{command}` ({machine}; {res['seconds']:g} s per point after "
         f"{res['warmup']:g} s warm-up; client and servers share the cores). Requests are real `SearchRequest`s "
-        "(a 256-d vector is 1 KB), replies 10 hits. QPS counts successful calls; latencies are client-side.",
+        "(a 256-d vector is 1 KB), replies 10 hits. QPS counts successful calls; latencies are client-side; "
+        "server CPU is the server process's user + system time per call (it holds up when other processes "
+        "share the machine, wall-clock rates do not).",
         "",
         "### gRPC floor: sync thread pool vs grpc.aio (bare echo of the same messages)",
         "",
-        "| server | in flight | calls/s | p50 ms | p99 ms |",
-        "|---|---|---|---|---|",
+        "| server | in flight | calls/s | p50 ms | p99 ms | server CPU us/call |",
+        "|---|---|---|---|---|---|",
     ]
     for mode in ("sync", "aio"):
         for c, r in res[f"echo-{mode}"].items():
-            lines.append(f"| {mode} | {c} | {r.qps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} |")
+            lines.append(f"| {mode} | {c} | {r.qps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
+                         f"{r.server_cpu_us:,.0f} |")
     best = {m: max(r.qps for r in res[f"echo-{m}"].values()) for m in ("sync", "aio")}
     lines += [
         "",
@@ -267,8 +274,8 @@ def render(res: dict[str, Any], command: str, machine: str) -> str:
         "batch_max 32, no extra batch wait, torch_threads 1, bf16 autocast (this CPU has AVX-512 BF16). "
         "Cache-miss texts are never repeated.",
         "",
-        "| workload | in flight | QPS | p50 ms | p99 ms | vs echo floor | errors |",
-        "|---|---|---|---|---|---|---|",
+        "| workload | in flight | QPS | p50 ms | p99 ms | server CPU us/call | vs echo floor | errors |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for c, r in e.items():
         if c in (1, 8, 32):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import grpc
 import numpy as np
+import psutil
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class LoadResult:
     mean_ms: float
     codes: dict[str, int] = field(default_factory=dict)
     sent: int = 0  # calls issued in total (warm-up included); above len(requests) means requests repeated
+    server_cpu_us: float = float("nan")  # CPU time (user + system) of `cpu_pids` per measured call
+    client_cpu_us: float = float("nan")  # CPU time of this process per measured call
 
 
 def run_load(
@@ -40,6 +43,7 @@ def run_load(
     warmup_s: float = 1.0,
     timeout_s: float = 10.0,
     metadata: Sequence[tuple[str, str]] | None = None,
+    cpu_pids: Sequence[int] = (),
 ) -> LoadResult:
     """Send `requests` round-robin (each used once if there are enough) with `concurrency` calls in flight.
 
@@ -49,6 +53,8 @@ def run_load(
         requests: serialized request messages.
         concurrency: calls kept in flight.
         duration_s: measured period after `warmup_s`; the run also stops after `max_calls` measured calls.
+        cpu_pids: server processes whose CPU time per call to report (CPU time holds up on a busy machine,
+            where wall-clock rates depend on what else runs).
     """
     if not requests or concurrency < 1:
         raise ValueError("need requests and concurrency >= 1")
@@ -88,9 +94,28 @@ def run_load(
         if not stop:
             issue()
 
+    procs = [psutil.Process(pid) for pid in cpu_pids]
+    me = psutil.Process()
+    cpu: dict[str, float] = {}
+
+    def cpu_now() -> tuple[float, float]:
+        server = sum(sum(p.cpu_times()[:2]) for p in procs)
+        return server, sum(me.cpu_times()[:2])
+
+    def sample(tag: str, at: float) -> None:
+        time.sleep(max(0.0, at - time.perf_counter()))
+        cpu[tag + "_server"], cpu[tag + "_client"] = cpu_now()
+
+    def sample_window() -> None:
+        sample("start", t_measure)
+        sample("end", t_end)
+
+    sampler = threading.Thread(target=sample_window, daemon=True)
+    sampler.start()
     for _ in range(concurrency):
         issue()
     finished.wait(warmup_s + duration_s + timeout_s + 30)
+    sampler.join(timeout_s)
     elapsed = min(time.perf_counter(), t_end) - t_measure
     channel.close()
     arr = np.array(lat) * 1000.0
@@ -107,4 +132,12 @@ def run_load(
         mean_ms=float(arr.mean()) if n else float("nan"),
         codes=dict(codes),
         sent=state["next"],
+        server_cpu_us=_per_call(cpu, "server", n) if procs else float("nan"),
+        client_cpu_us=_per_call(cpu, "client", n),
     )
+
+
+def _per_call(cpu: dict[str, float], who: str, calls: int) -> float:
+    if f"end_{who}" not in cpu or not calls:
+        return float("nan")
+    return (cpu[f"end_{who}"] - cpu[f"start_{who}"]) / calls * 1e6
