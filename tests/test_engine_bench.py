@@ -1,0 +1,68 @@
+"""The benchmark's parts: the load generator against the real echo server, and the BENCHMARKS.md section."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from engine.bench import SECTION, echo_server, render, unique_texts, write_section
+from engine.loadgen import LoadResult, run_load
+from protos.omnisearch.v1 import omnisearch_pb2 as pb
+
+
+def test_load_generator_against_the_echo_floor() -> None:
+    x = np.random.default_rng(0).standard_normal((4, 256)).astype(np.float32)
+    reqs = [pb.SearchRequest(vector=pb.Vector(values=v.tolist()), index="v", k=10).SerializeToString() for v in x]
+    with echo_server("sync") as (port, pid):
+        res = run_load(f"127.0.0.1:{port}", "/omnisearch.v1.SearchService/Search", reqs, 4, duration_s=0.5,
+                       warmup_s=0.2, cpu_pids=[pid])
+        bad = run_load(f"127.0.0.1:{port}", "/omnisearch.v1.SearchService/Nope", reqs, 2, duration_s=0.2,
+                       warmup_s=0.0)
+    assert res.calls > 20 and res.errors == 0 and res.qps > 0
+    assert 0 < res.p50_ms <= res.p99_ms
+    assert res.server_cpu_us > 0 and not math.isnan(res.client_cpu_us)
+    assert res.sent >= res.calls
+    assert bad.errors == bad.calls > 0 and set(bad.codes) == {"UNIMPLEMENTED"}
+
+
+def _fake(c: int, qps: float, p50: float = 1.0) -> LoadResult:
+    return LoadResult(c, 100, 0, 1.0, qps, p50, 2 * p50, p50, {}, 100, 150.0, 50.0)
+
+
+def test_section_is_rendered_and_replaced_in_place(tmp_path: Path) -> None:
+    conc = (1, 8, 32)
+    res = {
+        "n": 1000, "seconds": 1.0, "warmup": 0.5,
+        "echo-sync": {c: _fake(c, 3000) for c in (1, 8, 16, 32)},
+        "echo-aio": {c: _fake(c, 2500) for c in (1, 8, 16, 32)},
+        "vector": {c: _fake(c, 2400) for c in conc},
+        "vector-1shard": {c: _fake(c, 2000) for c in conc},
+        "text-hit": {c: _fake(c, 2000, 0.9) for c in conc},
+        "text-miss": {c: _fake(c, 100 * c) for c in conc},
+        "text-miss-unbatched": {c: _fake(c, 100) for c in (1, 32)},
+        "text-miss-torch2": {c: _fake(c, 90) for c in (1, 32)},
+        "text-miss-fp32": {c: _fake(c, 80) for c in (1, 32)},
+        "text-miss-fp32-unbatched": {c: _fake(c, 70) for c in (1, 32)},
+        "in-process": {"ann 2 shards": 120.0},
+    }
+    section = render(res, "python -m engine.bench", "test machine")
+    assert section.startswith(SECTION)
+    assert "0.80x with 2 shards (met)" in section
+    assert "0.90 ms at 1 in flight (met)" in section
+    assert "32.0x, met" in section
+    assert "ann 2 shards 120" in section
+    doc = tmp_path / "BENCHMARKS.md"
+    doc.write_text("# Benchmarks\n\n## Model quality\n\nkeep me\n\n## Server\n\nNot measured yet.\n\n## Load harness\n\nme too\n")
+    write_section(doc, section)
+    text = doc.read_text()
+    assert "keep me" in text and "me too" in text and "Not measured yet" not in text
+    assert text.index("## Model quality") < text.index(SECTION) < text.index("## Load harness")
+    write_section(doc, section)
+    assert doc.read_text() == text  # idempotent
+
+
+def test_miss_texts_are_distinct() -> None:
+    texts = unique_texts(5000, seed=3)
+    assert len(set(texts)) == 5000 and all(3 <= len(t.split()) <= 5 for t in texts)
