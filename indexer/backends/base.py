@@ -25,7 +25,7 @@ PAD_SCORE = {"ip": -FLT_MAX, "l2": FLT_MAX}
 BACKEND_FILE = "backend.json"  # written by every backend's save(): name, dim, metric, params, count
 LABELS_FILE = "labels.npy"  # only when labels are not 0..n-1 and the library cannot store them itself
 
-SMALL = 1 << 16  # below this many values the finite check is one plain reduction
+SMALL = 1 << 20  # below this many values (any query batch) the finite check is one single-threaded reduction
 
 Params = dict[str, Any]
 Result = tuple[NDArray[np.float32], NDArray[np.int64]]
@@ -91,8 +91,8 @@ def check_metric(metric: str) -> str:
 def _all_finite(a: NDArray[np.float32]) -> bool:
     # NaN and inf survive a sum, so one reduction pass decides; only when a sum overflows (huge but finite
     # values) is the exact element-wise check needed. Large matrices are summed per row through BLAS (one
-    # multi-threaded pass, ~4x cheaper than isfinite() and its bool temporary); small ones (a query batch)
-    # by one plain reduction, the cheapest call for a few thousand values.
+    # multi-threaded pass, ~4x cheaper than isfinite() and its bool temporary); smaller ones (query batches)
+    # by one single-threaded reduction, which never waits for BLAS threads to wake on a busy machine.
     with np.errstate(over="ignore", invalid="ignore"):
         if a.size < SMALL:
             if math.isfinite(np.add.reduce(a, axis=None)):
