@@ -84,8 +84,20 @@ def measure_overhead(
     search_repeats: int = 15,
     backends: Sequence[str] | None = None,
     seed: int = 0,
+    fast_build_rounds: int = 25,
+    single_queries: int = 200,
 ) -> dict[str, dict[str, Any]]:
     """Wrapper vs raw library for each backend on clustered vectors (n, dim) and nq held-out queries.
+
+    Args:
+        n, dim, nq, k: data size and neighbours per query.
+        threads: library threads for building and searching, the same on both sides.
+        repeats: interleaved builds per side (best kept); builds under 0.5 s get `fast_build_rounds`.
+        search_repeats: interleaved batched passes over all queries per side.
+        backends: registry names (default: all).
+        seed: data seed.
+        fast_build_rounds: rounds for millisecond builds, where one hiccup would decide the ratio.
+        single_queries: queries timed one per call (median) for the per-call overhead.
 
     Returns:
         {backend: {"params", "recall@10", "build_s_wrapper", "build_s_raw", "build_ratio" (wrapper / raw wall
@@ -103,7 +115,8 @@ def measure_overhead(
                    "search_repeats": search_repeats, "faiss": faiss.__version__}
     }
     for name in backends or sorted(REGISTRY):
-        out[name] = _measure_one(name, xb, xq, truth, k, threads, repeats, search_repeats)
+        out[name] = _measure_one(name, xb, xq, truth, k, threads, repeats, search_repeats, fast_build_rounds,
+                                 single_queries)
     return out
 
 
@@ -116,6 +129,8 @@ def _measure_one(
     threads: int,
     repeats: int,
     search_repeats: int,
+    fast_build_rounds: int,
+    single_queries: int,
 ) -> dict[str, Any]:
     n, dim = xb.shape
     params = backend_class(name).resolve_params(n, dim, {})
@@ -135,7 +150,7 @@ def _measure_one(
         return b
 
     _, (first_wall, _) = timed(lambda: raw_build(xb))
-    rounds = repeats if first_wall > 0.5 else max(repeats, 25)  # millisecond builds need many tries
+    rounds = repeats if first_wall > 0.5 else max(repeats, fast_build_rounds)  # ms builds need many tries
     for r in range(rounds):  # interleaved, order alternating, so that background load hits both sides alike
         wrapper = None  # free the previous build first, on both orders
         if r % 2 == 0:
@@ -169,7 +184,7 @@ def _measure_one(
         t_second = timed(functools.partial(second, xq))[1]
         s_raw.append(t_first if first is raw_search else t_second)
         s_wrap.append(t_second if first is raw_search else t_first)
-    singles = xq[:200]
+    singles = xq[:single_queries]
     one_raw = min(_per_query(raw_search, singles) for _ in range(3))
     one_wrap = min(_per_query(wrapped_search, singles) for _ in range(3))
     nq = len(xq)
@@ -194,7 +209,7 @@ def _measure_one(
         "qps_cpu_ratio": round(best(s_raw, 1) / best(s_wrap, 1), 3),
         "qps_pair_median_ratio": round(pair_median(s_raw, s_wrap), 3),
         "build_pair_median_ratio": round(pair_median(wrapper_times, raw_times), 3),
-        "single_query_us_wrapper": round(one_wrap * 1e6, 1),
+        "single_query_us_wrapper": round(one_wrap * 1e6, 1),  # median of one-query calls
         "single_query_us_raw": round(one_raw * 1e6, 1),
     }
 

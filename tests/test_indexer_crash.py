@@ -19,7 +19,6 @@ from indexer.storage import TMP_PREFIX
 from indexer.synthetic import clustered
 
 N, DIM = 40_000, 48  # a few seconds of hnswlib building on 2 cores
-KILL_AT = (0.2, 0.5, 0.8)  # fractions of a full rebuild's wall time
 
 
 def _rebuild_cmd(home: Home, vec: Path, ids: Path) -> list[str]:
@@ -58,29 +57,33 @@ def test_kill_9_at_any_moment_leaves_the_active_generation_serving(home: Home, t
     assert first.returncode == 0, first.stderr
     active_id = _check_consistent(home, 1)
 
-    killed = 0
-    for fraction in KILL_AT:
+    # Moments are observed, not guessed from timing (the machine is shared): the new generation's folder
+    # appears (manifest row just written, embedding/loading), half a second later (building), the first shard
+    # renamed into place, and every shard in place (gate, manifest transactions, publish: may finish first).
+    moments = [
+        ("started", lambda new: True, 0.0),
+        ("building", lambda new: True, 0.5),
+        ("first shard", lambda new: (new / "items" / "0").exists() or (new / "items" / "1").exists(), 0.0),
+        ("all shards", lambda new: (new / "items" / "0").exists() and (new / "items" / "1").exists(), 0.0),
+    ]
+    killed = []
+    for label, ready, extra in moments:
+        before = {p.name for p in home.generations.iterdir()}
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(full * fraction)
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            killed += 1
-        assert proc.wait(timeout=60) in (0, -signal.SIGKILL)
+        deadline = time.monotonic() + 3 * full + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            new = [p for p in home.generations.iterdir() if p.name not in before]
+            if new and ready(new[0]):
+                time.sleep(extra)
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.002)
+        code = proc.wait(timeout=60)
+        assert code in (0, -signal.SIGKILL)
+        if code == -signal.SIGKILL:
+            killed.append(label)
         active_id = _check_consistent(home, active_id)
-    assert killed >= 2, f"the rebuild finished before most kills ({full:.1f}s per build)"
-
-    # One more, right after the first shard folder of the new generation was renamed into place.
-    before = {p.name for p in home.generations.iterdir()}
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 3 * full + 30
-    while proc.poll() is None and time.monotonic() < deadline:
-        new = [p for p in home.generations.iterdir() if p.name not in before]
-        if new and (new[0] / "items" / "0").exists():
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-        time.sleep(0.005)
-    assert proc.wait(timeout=60) == -signal.SIGKILL, "the rebuild was not caught mid-way"
-    active_id = _check_consistent(home, active_id)
+    assert {"started", "building", "first shard"} <= set(killed), killed
 
     # The next rebuild cleans up after the dead ones and succeeds.
     final = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
