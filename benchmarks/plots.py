@@ -115,8 +115,13 @@ def latency_plot(result: dict[str, Any], path: Path) -> Path:
     ax_qps.set_title("Throughput", fontsize=10)
     ax_lat.legend(fontsize=8)
     ax_qps.legend(fontsize=8)
-    other = result["machine"].get("other_load_cores_incl_server")
-    shared = f"; other processes (server included) used {other:.2f} cores" if other is not None else ""
+    machine = result["machine"]
+    if machine.get("other_load_cores_incl_server") is not None:
+        shared = f"; other processes (server included) used {machine['other_load_cores_incl_server']:.2f} cores"
+    elif machine.get("other_load_cores") is not None:
+        shared = f"; other processes used {machine['other_load_cores']:.2f} cores"
+    else:
+        shared = ""
     fig.suptitle(f"{result['title']}\n{result['date'][:10]}, {result['machine'].get('logical_cores', '?')} cores "
                  f"{result['machine'].get('cpu', '')}; {result['duration_s']:g} s per setting{shared}", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.93))

@@ -375,6 +375,7 @@ def echo_floor_benchmark(concurrency: list[int], duration_s: float, mix: str = "
     """Load only the echo server (a Search-sized reply) with the generator: the floor of any Python gRPC call."""
     make = request_factory(mix, "products", k=k, dim=dim)
     machine = machine_info()
+    load = OtherLoad().start()
     started = now_utc()
     reply = sample_response(k)
     runs = []
@@ -396,7 +397,7 @@ def echo_floor_benchmark(concurrency: list[int], duration_s: float, mix: str = "
         "duration_s": duration_s,
         "warmup_s": warmup_s,
         "reply_bytes": len(reply),
-        "machine": machine,
+        "machine": {**machine, "other_load_cores": round(load.cores(), 2)},
         "runs": runs,
     }
 
