@@ -237,7 +237,9 @@ def _build_index(
     n, d = x.shape
     cls = backend_class(cfg.backend)
     params = cls.resolve_params(n, d, cfg.params)
-    need = int(cls.estimate_bytes(n, d, params) * BUILD_OVERHEAD) + 4 * d * training_sample_size(n, params)
+    # the finished shards, plus each shard's copy of its rows and the training sample (the vectors themselves
+    # are already in memory)
+    need = int(cls.estimate_bytes(n, d, params) * BUILD_OVERHEAD) + 4 * d * (n + training_sample_size(n, params))
     check_memory(need, f"building index {plan.name!r} ({n} x {d}, {cfg.backend})")
     built = build_shards(
         x, source.ids, cfg.backend, source.metric, params, cfg.shards, gen_dir / plan.name, threads=cfg.threads,

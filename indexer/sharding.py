@@ -107,11 +107,12 @@ def build_shards(
     workers, per_shard = thread_plan(threads, shards)
     t0 = time.perf_counter()
     template = get_backend(backend, d, metric, threads=threads, **resolved)
+    needs_training = getattr(template, "needs_training", lambda: True)()
     sample = training_sample_size(n, resolved)
-    if sample < n:
+    if needs_training and sample < n:
         rows = np.sort(np.random.default_rng(TRAIN_SEED).choice(n, size=sample, replace=False))
         template.train(vectors[rows])  # (sample, d)
-    elif n:
+    elif needs_training and n:
         template.train(vectors)
     train_seconds = time.perf_counter() - t0
     assignment = assign_shards(ids, shards)

@@ -210,6 +210,10 @@ class BackendBase:
     def is_built(self) -> bool:
         raise NotImplementedError
 
+    def needs_training(self) -> bool:
+        """Whether `train` would learn anything (IVF/PQ) before vectors can be added."""
+        return False
+
     def _require_built(self) -> None:
         if not self.is_built():
             raise IndexNotReady(f"{self.name} index is not built or loaded")

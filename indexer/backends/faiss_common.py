@@ -152,6 +152,13 @@ class FaissBackend(BackendBase):
     def is_built(self) -> bool:
         return self._built
 
+    def needs_training(self) -> bool:
+        if self.index is None:
+            if "auto" in self.params.values():
+                return True  # sizes are fixed from the training data first
+            self.index = self._new_index()
+        return not self.index.is_trained
+
     def train(self, xb: NDArray[np.float32]) -> None:
         x = as_vectors(xb, self.dim, "training vectors")
         if self.index is None:
