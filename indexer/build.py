@@ -90,7 +90,8 @@ def rebuild(
         home: the deployment home (catalog.db, manifest.db, generations/).
         indices: names to build; default: every index the catalog supports (with a checkpoint: one per entity
             kind and `queries`; always: one per legacy space), or `vectors` for a vectors file.
-        checkpoint: model checkpoint folder; entities and queries are embedded with `encoders.load(dir)`.
+        checkpoint: model checkpoint folder (or the name of one in <home>/checkpoints); entities and queries
+            are embedded with `encoders.load(dir)`.
         vectors: a .npy/.fvecs/.parquet file of vectors to index instead of the catalog.
         ids: ids of those vectors (text, one per line, .json list or parquet `id` column).
         backend: ANN backend name (see `indexer.backends.REGISTRY`).
@@ -113,6 +114,8 @@ def rebuild(
         ManifestError: another build holds the lock.
     """
     h = home if isinstance(home, Home) else Home.resolve(home)
+    if checkpoint is not None and not Path(checkpoint).is_dir() and (h.checkpoints / checkpoint).is_dir():
+        checkpoint = h.checkpoints / checkpoint  # a bare name means <home>/checkpoints/<name>
     cfg = BuildConfig(backend=backend, params=dict(params or {}), shards=shards, threads=threads, gate=gate,
                       gate_queries=gate_queries, publish=publish, metric=metric, progress=progress)
     _check_config(cfg, vectors, ids, checkpoint, indices)

@@ -68,7 +68,7 @@ def cli(verbose: int) -> None:
 
     \b
     Example:
-      indexer --verbose rebuild --checkpoint .omnisearch/checkpoints/quick
+      indexer --verbose rebuild --checkpoint quick
       indexer status
     """
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
@@ -80,7 +80,8 @@ def cli(verbose: int) -> None:
 @click.option("--index", "indices", multiple=True, metavar="NAME",
               help="Index to build (repeatable): pins, products, docs, queries, legacy-<space>, or a name for "
                    "--vectors. Default: everything the catalog supports. Others are carried over.")
-@click.option("--checkpoint", type=click.Path(exists=True, file_okay=False), help="Model checkpoint to embed with.")
+@click.option("--checkpoint", metavar="DIR|NAME",
+              help="Model checkpoint to embed with: a folder, or the name of one in <home>/checkpoints.")
 @click.option("--vectors", type=click.Path(exists=True, dir_okay=False),
               help="Vectors to index instead of the catalog (.npy, .fvecs, .parquet).")
 @click.option("--ids", type=click.Path(exists=True, dir_okay=False),
@@ -106,7 +107,7 @@ def rebuild(
 
     \b
     Examples:
-      indexer rebuild --checkpoint .omnisearch/checkpoints/quick
+      indexer rebuild --checkpoint quick
       indexer rebuild --index legacy-minilm --backend faiss-ivf-flat --param nprobe=32
       indexer rebuild --vectors emb.npy --ids ids.txt --index mine --shards 4
     """

@@ -39,7 +39,7 @@ def test_rebuild_with_a_checkpoint_embeds_entities_and_queries(home: Home) -> No
     catalog_home(home.root, n=400, dims={"pinsage": 24})
     ckpt = _tiny_checkpoint(home, {"pinsage": 24})
     model = model_mod.load(ckpt)
-    gen = rebuild(home, checkpoint=ckpt, backend="flat", progress=False)
+    gen = rebuild(home, checkpoint="tiny", backend="flat", progress=False)  # a name in <home>/checkpoints
     assert set(gen.indices) == {"pins", "queries", "legacy-pinsage"}
     assert gen.checkpoint == str(Path(ckpt).resolve()) and gen.checkpoint_id == model.checkpoint_id
     pins = gen.indices["pins"]
