@@ -362,12 +362,19 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="engine-bench-") as tmp:
         res = run(args.n, args.seconds, args.warmup, Path(tmp))
     section = render(res, command, machine)
-    if args.json:
-        raw = {k: ({c: asdict(r) for c, r in v.items()} if isinstance(v, dict) else v) for k, v in res.items()}
-        args.json.write_text(json.dumps(raw, indent=1))
     if args.out:
         write_section(args.out, section)
     print(section)
+    if args.json:
+        args.json.write_text(json.dumps(_jsonable(res), indent=1))
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, LoadResult):
+        return asdict(x)
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    return x
 
 
 if __name__ == "__main__":
