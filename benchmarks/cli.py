@@ -227,13 +227,19 @@ def table(home: Home, result: Path) -> None:
 @cli.command()
 @home_option
 @click.option("--checkpoint", default=None, metavar="DIR",
-              help="Model checkpoint to evaluate (default: the evaluation's own choice, e.g. the latest).")
+              help="Model checkpoint to evaluate (default: the latest under <home>/checkpoints).")
+@click.option("--task", "tasks", multiple=True, help="Only tasks whose name contains this (repeatable).")
+@click.option("--baselines", default="bm25,bm25-stemmed,backbone", show_default=True,
+              help="Comma-separated baselines measured beside the model ('' for none).")
+@click.option("--max-queries", type=int, default=None, help="At most this many queries per task.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=RESULTS_DIR,
               show_default=True, help="Folder for quality.json and quality.md.")
-def quality(home: Home, checkpoint: str | None, out_dir: Path) -> None:
+def quality(home: Home, checkpoint: str | None, tasks: tuple[str, ...], baselines: str, max_queries: int | None,
+            out_dir: Path) -> None:
     """Retrieval quality (Recall@10, nDCG@10, MRR per task and language) of the model and its baselines.
 
-    Runs the encoders' evaluation over the catalog in --home and writes the quality table.
+    Runs the encoders' evaluation (the one behind `encoders evaluate`) over every data set imported into the
+    catalog in --home (one task per target kind and source, dev split) and writes the quality table.
 
     Example:
 
@@ -241,8 +247,9 @@ def quality(home: Home, checkpoint: str | None, out_dir: Path) -> None:
     """
     from benchmarks.quality import quality_benchmark
 
+    names = tuple(b.strip() for b in baselines.split(",") if b.strip())
     try:
-        _, json_path, md_path = quality_benchmark(home, checkpoint, out_dir)
+        _, json_path, md_path = quality_benchmark(home, checkpoint, out_dir, list(tasks) or None, names, max_queries)
     except (OmniSearchError, BenchmarkError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(md_path.read_text())

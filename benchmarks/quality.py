@@ -1,13 +1,13 @@
-"""Retrieval quality of the model against its baselines, through the encoders' own evaluation function.
+"""Retrieval quality of the model against its baselines, through the encoders' own evaluation.
 
-The evaluation itself (tasks from the catalog's dev split, exact search over every candidate, Recall@10, nDCG@10,
-MRR per task and language, BM25 and the untuned backbone as baselines) belongs to `encoders.evaluate`; this module
-only runs it for a home and writes the table and JSON beside the other results.
+The evaluation itself (tasks from the catalog's dev split, one per target kind and source, i.e. per data set;
+exact search over every candidate; Recall@10/100, nDCG@10 and MRR per task and language; BM25 and the untuned
+backbone as baselines) belongs to `encoders.evaluate.run_evaluation`, the function behind `encoders evaluate`.
+This module runs it for a home and writes the table and JSON beside the other results.
 """
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any
 
@@ -16,40 +16,44 @@ from benchmarks.machine import machine_info
 from benchmarks.results import command_line, now_utc, write_json
 from catalog import Home
 
-ENTRY_POINTS = ("evaluate", "run_evaluation", "evaluate_home")  # names the library function may carry
+BASELINES = ("bm25", "bm25-stemmed", "backbone")  # as `encoders evaluate`
 
 
-def _entry_point() -> Any:
+def quality_benchmark(
+    home: Home,
+    checkpoint: str | None,
+    out_dir: Path,
+    tasks: list[str] | None = None,
+    baselines: tuple[str, ...] = BASELINES,
+    max_queries: int | None = None,
+    progress: bool = True,
+) -> tuple[dict[str, Any], Path, Path]:
+    """Run the evaluation over the home's catalog; write quality.json and quality.md into `out_dir`.
+
+    Args:
+        checkpoint: model directory (None: the latest under the home's checkpoints).
+        tasks: keep tasks whose name contains one of these strings.
+        baselines: baseline systems measured in the same run.
+        max_queries: at most this many queries per task.
+    """
     try:
-        import encoders.evaluate as ev
+        from encoders.evaluate import markdown, run_evaluation
     except ImportError as exc:
-        raise NotReady(f"encoders.evaluate cannot be imported yet ({exc}); `benchmarks quality` needs it") from exc
-    for name in ENTRY_POINTS:
-        fn = getattr(ev, name, None)
-        if callable(fn):
-            return fn, getattr(ev, "markdown", None)
-    raise NotReady(
-        "the model evaluation is not ready: encoders.evaluate has no library function "
-        f"({' / '.join(ENTRY_POINTS)}) behind `encoders evaluate` yet. The harness calls it as "
-        "fn(home=..., checkpoint=...) and expects {system: results}; until then run `encoders evaluate` directly."
-    )
-
-
-def quality_benchmark(home: Home, checkpoint: str | None, out_dir: Path) -> tuple[dict[str, Any], Path, Path]:
-    """Run the evaluation over the home's catalog; write quality.json and quality.md into `out_dir`."""
-    fn, to_markdown = _entry_point()
-    params = inspect.signature(fn).parameters
-    kwargs: dict[str, Any] = {}
-    if "home" in params:
-        kwargs["home"] = home
-    if "checkpoint" in params:
-        kwargs["checkpoint"] = checkpoint
+        raise NotReady(
+            f"the model evaluation is not available ({exc}); `benchmarks quality` runs "
+            "encoders.evaluate.run_evaluation, the library function behind `encoders evaluate`"
+        ) from exc
+    if not home.catalog_db.exists():
+        raise NotReady(f"no catalog at {home.catalog_db}: import data sets and split them first "
+                       "(catalog import ...; catalog split --by query)")
     started = now_utc()
-    results = fn(**kwargs)
+    results = run_evaluation(home, checkpoint, only=tasks, baselines=tuple(baselines), max_queries=max_queries,
+                             progress=progress)
     data = {"kind": "quality", "date": started, "command": command_line(), "home": str(home.root),
             "checkpoint": checkpoint, "machine": machine_info(), "results": results}
     json_path = write_json(out_dir / "quality.json", data)
-    table = to_markdown(results) if callable(to_markdown) else ""
     md_path = out_dir / "quality.md"
-    md_path.write_text(f"Quality table, {started[:10]}, `{data['command']}`\n\n{table}")
+    tmp = md_path.with_name(md_path.name + ".tmp")
+    tmp.write_text(f"Quality, {started[:10]}: `{data['command']}`\n\n{markdown(results)}")
+    tmp.replace(md_path)
     return data, json_path, md_path

@@ -1,0 +1,32 @@
+"""`benchmarks quality` runs the encoders' evaluation over a real (shipped) catalog and writes the table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from benchmarks.cli import cli
+from catalog import Catalog, Home
+from catalog.importers.runner import run_import
+from catalog.split import split_by_query
+
+
+def test_quality_table_from_the_catalog(home: Home, tmp_path: Path) -> None:
+    run_import(home, "esci")
+    with Catalog.edit(home.catalog_db) as cat:
+        split_by_query(cat, dev=0.3, seed=0)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, ["quality", "--home", str(home.root), "--baselines", "bm25", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "quality.json").read_text())
+    bm25 = data["results"]["bm25"]
+    assert 0.0 <= bm25["Recall@10"] <= 1.0 and bm25["tasks"]
+    table = (out / "quality.md").read_text()
+    assert "| bm25 |" in table and "benchmarks" in table.splitlines()[0]
+
+
+def test_quality_without_catalog_is_a_clear_error(home: Home, tmp_path: Path) -> None:
+    res = CliRunner().invoke(cli, ["quality", "--home", str(home.root), "--out", str(tmp_path)])
+    assert res.exit_code == 1 and "no catalog" in res.output
