@@ -54,7 +54,8 @@ def test_section_is_rendered_and_replaced_in_place(tmp_path: Path) -> None:
     assert "32.0x, met" in section
     assert "ann 2 shards 120" in section
     doc = tmp_path / "BENCHMARKS.md"
-    doc.write_text("# Benchmarks\n\n## Model quality\n\nkeep me\n\n## Server\n\nNot measured yet.\n\n## Load harness\n\nme too\n")
+    doc.write_text("# Benchmarks\n\n## Model quality\n\nkeep me\n\n## Server\n\nNot measured yet.\n\n"
+                   "## Load harness\n\nme too\n")
     write_section(doc, section)
     text = doc.read_text()
     assert "keep me" in text and "me too" in text and "Not measured yet" not in text
@@ -66,3 +67,13 @@ def test_section_is_rendered_and_replaced_in_place(tmp_path: Path) -> None:
 def test_miss_texts_are_distinct() -> None:
     texts = unique_texts(5000, seed=3)
     assert len(set(texts)) == 5000 and all(3 <= len(t.split()) <= 5 for t in texts)
+
+
+def test_raw_results_round_trip_through_json(tmp_path: Path) -> None:
+    import json
+
+    from engine.bench import _from_json, _jsonable
+
+    res = {"n": 5, "vector": {1: _fake(1, 10.0), 32: _fake(32, 20.0)}, "in-process": {"ann": 1.5}}
+    back = _from_json(json.loads(json.dumps(_jsonable(res))))
+    assert back == res
