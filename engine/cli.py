@@ -155,6 +155,7 @@ def _serve_with_samples(config: EngineConfig, samples: str, exit_after: bool, wa
 @click.option("--json", "as_json", is_flag=True, help="Print the raw response as JSON.")
 @click.option("--timeout", type=float, default=10.0, show_default=True, help="Deadline in seconds.")
 @_target_option
+@home_option
 def query(
     text: str | None,
     index: str,
@@ -168,6 +169,7 @@ def query(
     as_json: bool,
     timeout: float,
     target: str,
+    home: Home,
 ) -> None:
     """Search an index with a text (or a vector) and print the hits with timings.
 
@@ -178,7 +180,7 @@ def query(
     vector = json.loads(vector_json) if vector_json else None
     from engine.samples import SampleResult, format_results
 
-    with _client(target, timeout=timeout) as client:
+    with _client(target, home, timeout=timeout) as client:
         try:
             resp = client.search(index=index, k=k, text=text, vector=vector, kinds=kinds, languages=languages,
                                  ef=ef, nprobe=nprobe, include_fields=not no_fields)
@@ -201,12 +203,13 @@ def query(
 @click.argument("texts", nargs=-1, required=True)
 @click.option("--space", default="model", show_default=True, help='"model" or "legacy-<name>".')
 @_target_option
-def embed(texts: tuple[str, ...], space: str, target: str) -> None:
+@home_option
+def embed(texts: tuple[str, ...], space: str, target: str, home: Home) -> None:
     """Print query embeddings of TEXTS as JSON lines.
 
     Example: engine embed "red shoes" "zapatos rojos" --space model
     """
-    with _client(target) as client:
+    with _client(target, home) as client:
         try:
             vecs = client.embed(list(texts), space=space)
         except grpc.RpcError as err:
@@ -276,12 +279,13 @@ def generations(home: Home, token: str | None, target: str) -> None:
 @cli.command()
 @_target_option
 @click.option("--service", default="", help="Service name ('' = the whole server).")
-def health(target: str, service: str) -> None:
+@home_option
+def health(target: str, service: str, home: Home) -> None:
     """Print the grpc.health.v1 status (exit code 1 unless SERVING).
 
     Example: engine health --target 127.0.0.1:50051
     """
-    with _client(target) as client:
+    with _client(target, home) as client:
         try:
             state = client.health(service)
         except grpc.RpcError as err:
