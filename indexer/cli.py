@@ -224,8 +224,9 @@ def gc(home: Home, keep: int) -> None:
 
 
 @cli.command()
-def backends() -> None:
-    """List the ANN backends and their parameters with defaults.
+@home_option
+def backends(home: Home) -> None:
+    """List the ANN backends and their parameters with defaults (the same for every home).
 
     \b
     Example:
