@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
-import pytest
+# Spinning OpenMP workers (faiss, torch) starve each other and the test's own threads on 2 cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from catalog import Home
-from catalog.importers.paths import SHARED_DATA
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from catalog import Home  # noqa: E402
+from catalog.importers.paths import SHARED_DATA  # noqa: E402
 
 
 @pytest.fixture
