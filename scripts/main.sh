@@ -8,6 +8,7 @@ exit_flag=()
 [ "${1:-}" = "--exit" ] && exit_flag=(--exit-after-samples)
 bash scripts/setup.sh
 export OMNISEARCH_HOME=${OMNISEARCH_HOME:-$PWD/.omnisearch}
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}  # spinning OpenMP threads starve each other on small machines
 bin=.venv/bin
 step() { printf '\n== %s (%ss)\n' "$1" "$SECONDS"; }
 echo "== home: $OMNISEARCH_HOME"
