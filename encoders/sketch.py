@@ -50,7 +50,8 @@ class CountMinSketch(nn.Module):
         counts: torch.Tensor = self.counts  # type: ignore[assignment]
         for row in range(self.depth):
             counts[row].index_add_(0, cols[row], torch.ones(keys.numel(), dtype=torch.float64))
-        self.total += keys.numel()
+        total: torch.Tensor = self.total  # type: ignore[assignment]
+        total.add_(keys.numel())
 
     @torch.no_grad()
     def estimate(self, keys: torch.Tensor) -> torch.Tensor:
@@ -63,5 +64,6 @@ class CountMinSketch(nn.Module):
     @torch.no_grad()
     def log_prob(self, keys: torch.Tensor) -> torch.Tensor:
         """(n,) keys -> (n,) float32 log of the estimated share of the stream (counts floored at 1)."""
-        total = float(self.total.item()) or 1.0
+        seen: torch.Tensor = self.total  # type: ignore[assignment]
+        total = float(seen.item()) or 1.0
         return (self.estimate(keys).clamp(min=1.0) / total).log().float()
