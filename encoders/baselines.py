@@ -113,18 +113,19 @@ class PlainEncoder:
 
 
 def cached_passages(
-    encoder: PlainEncoder, texts: list[str], cache_dir: Path | None, progress: bool = False
+    encoder: PlainEncoder, texts: list[str], cache_dir: Path | None, progress: bool = False, passage: bool = True
 ) -> NDArray[np.float32]:
-    """Passage embeddings, memoised on disk by (backbone, max length, exact texts)."""
+    """Embeddings of a candidate pool, memoised on disk by (backbone, max length, role, exact texts)."""
     if cache_dir is None:
-        return encoder.encode(texts, passage=True, progress=progress)
+        return encoder.encode(texts, passage=passage, progress=progress)
+    role = "passages" if passage else "queries"
     h = hashlib.sha256(f"{encoder.backbone.name}|{encoder.max_length}|".encode())
     for t in texts:
         h.update(t.encode("utf-8") + b"\0")
-    path = cache_dir / f"passages-{h.hexdigest()[:24]}.npy"
+    path = cache_dir / f"{role}-{h.hexdigest()[:24]}.npy"
     if path.exists():
         return np.load(path)
-    vecs = encoder.encode(texts, passage=True, progress=progress)
+    vecs = encoder.encode(texts, passage=passage, progress=progress)
     cache_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".passages-", suffix=".npy", dir=cache_dir)
     with os.fdopen(fd, "wb") as f:
@@ -145,7 +146,7 @@ class BackboneRetriever(DenseRetriever):
     def embed_pool(self, pool: Pool) -> tuple[list[str], NDArray[np.float32]]:
         texts = pool_texts(pool)
         if pool.kind == "query":  # related-search candidates are queries: embed them as queries
-            return pool.ids, self.encoder.encode(texts, passage=False)
+            return pool.ids, cached_passages(self.encoder, texts, self.cache_dir, self.progress, passage=False)
         return pool.ids, cached_passages(self.encoder, texts, self.cache_dir, self.progress)
 
     def embed_texts(self, texts: list[str], kind: str) -> NDArray[np.float32]:

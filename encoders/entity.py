@@ -29,6 +29,7 @@ class EntityBatch:
     bag_field: torch.Tensor  # (F,) int64 field index of each bag
     n: int  # number of entities
     dense: torch.Tensor | None  # (n, sum of dense dims) float32, zeros where a row has no value
+    text_vec: torch.Tensor | None = None  # (n, h) untuned backbone embedding of the text (EntityConfig.text_input)
 
 
 class HashEmbeddingBag(nn.Module):
@@ -70,7 +71,7 @@ class HashEmbeddingBag(nn.Module):
 class EntityEncoder(nn.Module):
     """Entities of every kind -> (n, dim) L2-normalised vectors in the shared space."""
 
-    def __init__(self, cfg: EntityConfig, num_ids: int, seed: int) -> None:
+    def __init__(self, cfg: EntityConfig, num_ids: int, seed: int, text_dim: int = 0) -> None:
         super().__init__()
         self.cfg = cfg
         self.bag = HashEmbeddingBag(num_ids, cfg.hash_buckets, cfg.hash_dim, cfg.num_hashes, seed)
@@ -78,8 +79,9 @@ class EntityEncoder(nn.Module):
         # Index len(fields) is the engaged-queries enrichment (kept apart from a user's own field of that name).
         self.field_scale = nn.Parameter(torch.ones(len(cfg.fields) + 1))
         self.dense_dim = sum(d for _, d in cfg.dense_inputs)
+        self.text_dim = text_dim
         layers: list[nn.Module] = []
-        width = cfg.hash_dim + self.dense_dim
+        width = cfg.hash_dim + self.dense_dim + text_dim
         for hidden in cfg.hidden:
             layers += [nn.Linear(width, hidden), nn.ReLU(), nn.LayerNorm(hidden)]
             if cfg.dropout:
@@ -87,6 +89,9 @@ class EntityEncoder(nn.Module):
             width = hidden
         layers.append(nn.Linear(width, cfg.dim))
         self.mlp = nn.Sequential(*layers)
+        # The untuned backbone's text embedding also reaches the output directly (a residual path), so the
+        # tower can start from the pretrained similarity and learn corrections (see OmniSearchSage.__init__).
+        self.text_skip = nn.Linear(text_dim, cfg.dim, bias=False) if text_dim else None
 
     def forward(self, batch: EntityBatch) -> torch.Tensor:
         """EntityBatch -> (n, dim) L2-normalised embeddings (all dims; callers take prefixes)."""
@@ -99,4 +104,8 @@ class EntityEncoder(nn.Module):
         if self.dense_dim:
             dense = batch.dense if batch.dense is not None else torch.zeros(batch.n, self.dense_dim)
             x = torch.cat([text, dense], dim=1)  # (n, d + dense)
+        if self.text_dim:
+            vec = batch.text_vec if batch.text_vec is not None else torch.zeros(batch.n, self.text_dim)
+            x = torch.cat([x, vec], dim=1)  # (n, d + dense + h)
+            return F.normalize(self.mlp(x) + self.text_skip(vec), dim=-1)  # type: ignore[misc]  # (n, dim)
         return F.normalize(self.mlp(x), dim=-1)  # (n, dim)

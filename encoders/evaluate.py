@@ -170,7 +170,11 @@ def evaluate_system(
     per_task: dict[str, Any] = {}
     by_lang: dict[str, list[dict[str, float]]] = defaultdict(list)
     for task in tqdm(tasks, desc=f"evaluating {system.name}", disable=not progress, leave=False):
-        ranked = system.search(task.texts, task.kind, k)
+        if task.kind == "query":  # a query is not its own related search: drop it from its results
+            found = system.search(task.texts, task.kind, k + 1)
+            ranked = [[x for x in r if x != qid][:k] for r, qid in zip(found, task.qids, strict=True)]
+        else:
+            ranked = system.search(task.texts, task.kind, k)
         rows = [query_metrics(r, g, rel) for r, g, rel in zip(ranked, task.gains, task.relevant, strict=True)]
         entry: dict[str, Any] = {**mean(rows), "queries": len(rows)}
         langs: dict[str, list[dict[str, float]]] = defaultdict(list)

@@ -25,6 +25,11 @@ def _tokens(ids: NDArray[np.int64]) -> Tokens:
     return uniq, counts.astype(np.float32)
 
 
+def passage_text(row: Row, fields: Sequence[str]) -> str:
+    """The entity content the untuned backbone embeds for `text_input` (engaged queries are training signal)."""
+    return " . ".join(str(row[f]) for f in fields if f != "engaged_queries" and row.get(f))
+
+
 def query_key(text: str) -> str:
     """How engaged queries are matched for leave-one-out (case and spacing do not matter)."""
     return " ".join(text.lower().split())
@@ -37,6 +42,7 @@ class EntityFeatures:
     fields: list[tuple[int, Tokens]]  # (field index, tokens) of non-empty fields
     engaged: list[tuple[str, Tokens]] = field(default_factory=list)  # (query key, tokens)
     dense: NDArray[np.float32] | None = None  # concatenated dense inputs, or None
+    text_vec: NDArray[np.float32] | None = None  # untuned backbone embedding of the text (text_input)
 
 
 class Featurizer:
@@ -80,8 +86,20 @@ class Featurizer:
             parts.append(vec)
         return np.concatenate(parts)
 
-    def collate(self, feats: Sequence[EntityFeatures], exclude: Sequence[str | None] | None = None) -> EntityBatch:
-        """Stack features; `exclude[i]` drops that query from entity i's engaged queries (leave-one-out)."""
+    def collate(
+        self,
+        feats: Sequence[EntityFeatures],
+        exclude: Sequence[str | None] | None = None,
+        rng: np.random.Generator | None = None,
+        token_dropout: float = 0.0,
+        engaged_dropout: float = 0.0,
+    ) -> EntityBatch:
+        """Stack features; `exclude[i]` drops that query from entity i's engaged queries (leave-one-out).
+
+        Training regularisers (with `rng`): each distinct token of a bag is dropped with `token_dropout`, and
+        an entity's whole engaged-queries bag with `engaged_dropout`, so the tower cannot lean on one rare
+        token or on the enrichment alone.
+        """
         chunks: list[NDArray[np.int64]] = []
         weights: list[NDArray[np.float32]] = []
         offsets: list[int] = []
@@ -90,6 +108,10 @@ class Featurizer:
         pos = 0
         for e, f in enumerate(feats):
             for field_index, (ids, counts) in f.fields:
+                if rng is not None and token_dropout > 0 and ids.size > 1:
+                    keep = rng.random(ids.size) >= token_dropout
+                    if keep.any():
+                        ids, counts = ids[keep], counts[keep]
                 offsets.append(pos)
                 bag_entity.append(e)
                 bag_field.append(field_index)
@@ -98,6 +120,8 @@ class Featurizer:
                 pos += ids.size
             skip = exclude[e] if exclude is not None else None
             engaged = [tok for key, tok in f.engaged if key != skip]
+            if engaged and rng is not None and engaged_dropout > 0 and rng.random() < engaged_dropout:
+                engaged = []
             if engaged:  # one bag for all engaged queries; an id repeated across queries simply sums
                 offsets.append(pos)
                 bag_entity.append(e)
@@ -113,6 +137,12 @@ class Featurizer:
             dim = sum(d for _, d in self.cfg.dense_inputs)
             mat = np.stack([f.dense if f.dense is not None else np.zeros(dim, np.float32) for f in feats])
             dense = torch.from_numpy(mat)
+        text_vec = None
+        if any(f.text_vec is not None for f in feats):
+            width = next(f.text_vec for f in feats if f.text_vec is not None).shape[0]  # type: ignore[union-attr]
+            text_vec = torch.from_numpy(
+                np.stack([f.text_vec if f.text_vec is not None else np.zeros(width, np.float32) for f in feats])
+            )
         return EntityBatch(
             ids=torch.from_numpy(flat),
             counts=torch.from_numpy(flat_counts),
@@ -121,4 +151,5 @@ class Featurizer:
             bag_field=torch.tensor(bag_field, dtype=torch.int64),
             n=len(feats),
             dense=dense,
+            text_vec=text_vec,
         )

@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 
 from catalog import TEXT_FIELDS, Catalog, Home, text_of
-from encoders.backbones import resolve_backbone
-from encoders.baselines import PlainEncoder
+from encoders.backbones import cache_root, resolve_backbone
+from encoders.baselines import PlainEncoder, cached_passages
 from encoders.errors import EncoderError
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,9 @@ def make_standin(
         raise EncoderError(f"the catalog has no entities of kind {kind!r}")
     bb = resolve_backbone(backbone)
     encoder = PlainEncoder(bb)
-    vecs = encoder.encode([text_of(r, STANDIN_FIELDS) for r in rows], passage=True, progress=progress)
+    # memoised like the entity tower's text input: training on this catalog later reuses these embeddings
+    texts = [text_of(r, STANDIN_FIELDS) for r in rows]
+    vecs = cached_passages(encoder, texts, cache_root() / "embeddings", progress)
     description = (
         f"STAND-IN legacy space, not a real PinSage/ItemSage: untuned {bb.name} mean-pooled embeddings of each "
         f"{kind}'s catalog text, made by `encoders legacy-standin` because the shipped data has no legacy vectors"

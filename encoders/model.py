@@ -19,12 +19,13 @@ from numpy.typing import NDArray
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from encoders.backbones import Backbone
+from catalog import TEXT_FIELDS
+from encoders.backbones import Backbone, cache_root
 from encoders.config import ModelConfig, model_config_from_dict, to_dict
 from encoders.entity import EntityEncoder
 from encoders.errors import CheckpointError, UnknownSpace
-from encoders.features import Featurizer
-from encoders.query import QueryEncoder
+from encoders.features import Featurizer, passage_text
+from encoders.query import PassageEncoder, QueryEncoder
 from encoders.tokenize import EntityTokenizer
 
 log = logging.getLogger(__name__)
@@ -69,11 +70,43 @@ class OmniSearchSage(nn.Module):
         self.query = QueryEncoder(
             cfg.query, backbone.path, backbone.query_prefix, self.legacy, cfg.compat_mode, pretrained
         )
-        self.entity = EntityEncoder(cfg.entity, tokenizer.num_ids, cfg.seed)
+        self.passage: PassageEncoder | None = None
+        text_dim = 0
+        if cfg.entity.text_input:
+            self.passage = PassageEncoder(self.query, backbone, cfg.entity.text_input_max_length)
+            text_dim = int(self.query.backbone.config.hidden_size)
+        # where text_input embeddings are memoised (by backbone and exact text, so sharing it is safe)
+        self.passage_cache_dir: Path | None = cache_root() / "embeddings"
+        self.entity = EntityEncoder(cfg.entity, tokenizer.num_ids, cfg.seed, text_dim)
         self.featurizer = Featurizer(cfg.entity, tokenizer, engaged)
+        if cfg.entity.text_input and cfg.init_from_backbone:
+            self._init_from_backbone()
         self.checkpoint_id = "unsaved"
         self.bf16 = False  # bf16 autocast of the query backbone when embedding (faster, cosine ~0.9999)
         self.eval()
+
+    @torch.no_grad()
+    def _init_from_backbone(self) -> None:
+        """Start at the untuned backbone: query = R·pooled, entity = R·text + MLP(...) with the MLP's last layer
+        at zero, R (D, h) with orthonormal columns, so the first step ranks like the pretrained model; a
+        compatibility head over a legacy space of the backbone's own width starts as the identity."""
+        gen = torch.Generator().manual_seed(self.cfg.seed)
+        h = int(self.query.backbone.config.hidden_size)
+        dim = self.cfg.query.dim
+        q, _ = torch.linalg.qr(torch.randn(max(dim, h), min(dim, h), generator=gen))  # orthonormal columns
+        rot = q if dim >= h else q.T  # (dim, h)
+        self.query.proj.weight.copy_(rot)
+        self.query.proj.bias.zero_()
+        if self.entity.text_skip is not None:
+            self.entity.text_skip.weight.copy_(rot)
+        last = self.entity.mlp[-1]
+        if isinstance(last, nn.Linear):
+            last.weight.zero_()
+            last.bias.zero_()
+        for head in self.query.heads.values():
+            if isinstance(head, nn.Linear) and head.weight.shape == (h, h):
+                head.weight.copy_(torch.eye(h))
+                head.bias.zero_()
 
     # ------------------------------------------------------------------ spaces
     @property
@@ -116,11 +149,24 @@ class OmniSearchSage(nn.Module):
         """Catalog entity rows -> (n, serve dim) float32, L2-normalised."""
         dim = self.cfg.query.serve_dim
         out = np.zeros((len(rows), dim), np.float32)
+        text_vecs = self.text_vectors(rows) if self.passage is not None else None
         for start in range(0, len(rows), batch_size):
             feats = [self.featurizer.features(r) for r in rows[start : start + batch_size]]
+            if text_vecs is not None:
+                for f, v in zip(feats, text_vecs[start : start + batch_size], strict=True):
+                    f.text_vec = v
             vec = self.entity(self.featurizer.collate(feats))  # (b, D)
             out[start : start + len(feats)] = F.normalize(vec[:, :dim], dim=-1).numpy()
         return out
+
+    def text_vectors(self, rows: list[Row], progress: bool = False) -> NDArray[np.float32]:
+        """(n, h) untuned-backbone embeddings of the rows' text (text_input), memoised in passage_cache_dir."""
+        if self.passage is None:
+            raise UnknownSpace("this model has no text_input")
+        from encoders.baselines import cached_passages
+
+        texts = [passage_text(r, TEXT_FIELDS) for r in rows]  # all content, whatever the bag reads
+        return cached_passages(self.passage, texts, self.passage_cache_dir, progress)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ files
     def config_dict(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from catalog import Catalog, Home
-from encoders.backbones import resolve_backbone
+from encoders.backbones import cache_root, resolve_backbone
 from encoders.baselines import BackboneRetriever, BM25Retriever
 from encoders.errors import EvaluationError
 from encoders.evaluate import EvalTask, beir_task, dev_tasks, evaluate_system
@@ -91,7 +91,7 @@ def run_evaluation(
                 systems.append((BM25Retriever(pools, stem=True), tasks))
             elif name == "backbone":
                 bb = resolve_backbone(backbone or "minilm")
-                systems.append((BackboneRetriever(pools, bb, home.cache / "embeddings", progress), tasks))
+                systems.append((BackboneRetriever(pools, bb, cache_root() / "embeddings", progress), tasks))
             else:
                 raise EvaluationError(f"unknown baseline {name!r}; known: {BASELINES}")
         results: dict[str, dict[str, Any]] = {}

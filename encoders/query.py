@@ -5,6 +5,7 @@ Shapes: B queries, L tokens, h backbone hidden size, D = QueryConfig.dim.
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,51 @@ class QueryEncoder(nn.Module):
             return hidden[:, 0]
         return mean_pool(hidden, attention_mask)
 
+    # ------------------------------------------------------------------ split forward (training speed)
+    def frozen_depth(self) -> int:
+        """Number of bottom transformer blocks that are frozen (their output can be cached per query)."""
+        n = len(encoder_layers(self.backbone))
+        if self.cfg.train_layers < 0 or self.cfg.train_embeddings:
+            return 0
+        return n - min(self.cfg.train_layers, n)
+
+    def can_split(self) -> bool:
+        """True for BERT-family backbones (BERT, XLM-R, e5) whose blocks can be run one by one."""
+        b = self.backbone
+        return hasattr(b, "embeddings") and hasattr(b, "_create_attention_masks") and hasattr(b, "encoder")
+
+    def _mask(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> Any:
+        mask, _ = self.backbone._create_attention_masks(
+            attention_mask=attention_mask,
+            encoder_attention_mask=None,
+            embedding_output=hidden,
+            encoder_hidden_states=None,
+            cache=None,
+        )
+        return mask
+
+    def lower(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, bf16: bool = False) -> torch.Tensor:
+        """(B, L) -> (B, L, h) hidden states after the frozen blocks (no autograd)."""
+        layers = encoder_layers(self.backbone)
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            hidden = self.backbone.embeddings(input_ids=input_ids)
+            mask = self._mask(hidden, attention_mask)
+            for layer in list(layers)[: self.frozen_depth()]:
+                hidden = layer(hidden, mask)
+        return hidden
+
+    def upper(self, hidden: torch.Tensor, attention_mask: torch.Tensor, bf16: bool = False) -> torch.Tensor:
+        """(B, L, h) states from `lower` -> (B, h) float32 pooled states through the trained blocks."""
+        layers = encoder_layers(self.backbone)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            mask = self._mask(hidden, attention_mask)
+            for layer in list(layers)[self.frozen_depth() :]:
+                hidden = layer(hidden, mask)
+        hidden = hidden.float()
+        if self.cfg.pooling == "cls":
+            return hidden[:, 0]
+        return mean_pool(hidden, attention_mask)
+
     def project(self, pooled: torch.Tensor) -> torch.Tensor:
         """(B, h) -> (B, D) L2-normalised model-space embedding (all dims; prefixes are re-normalised)."""
         return F.normalize(self.proj(pooled), dim=-1)
@@ -131,3 +177,70 @@ class QueryEncoder(nn.Module):
 def head_key(space: str) -> str:
     """ModuleDict keys may not contain dots."""
     return space.replace(".", "_")
+
+
+class PassageEncoder(nn.Module):
+    """The UNTUNED backbone as a frozen text embedder for entities (EntityConfig.text_input).
+
+    It shares the query backbone's token embeddings and frozen lower blocks and keeps frozen copies of the
+    original top blocks (the ones the query tower fine-tunes), so it costs little extra weight. Output: the
+    mean-pooled, L2-normalised embedding of `passage_prefix + text`, as `baselines.PlainEncoder` computes it.
+    """
+
+    def __init__(self, query: QueryEncoder, backbone: Any, max_length: int) -> None:
+        super().__init__()
+        self.backbone = backbone  # Backbone info (name, prefixes): names the disk cache of these embeddings
+        self.max_length = max_length
+        object.__setattr__(self, "_query", query)  # shared, not a submodule: its weights are saved once
+        self.split = query.can_split() and not query.cfg.train_embeddings
+        self.top = nn.ModuleList()
+        self.depth = 0
+        self.full: nn.Module | None = None
+        if self.split:
+            layers = encoder_layers(query.backbone)
+            depth = query.frozen_depth()
+            self.top = nn.ModuleList(copy.deepcopy(layer) for layer in list(layers)[depth:])
+            self.depth = depth
+        elif query.cfg.train_layers != 0:
+            self.full = copy.deepcopy(query.backbone)
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> PassageEncoder:
+        super().train(False)  # always deterministic
+        return self
+
+    @torch.inference_mode()
+    def encode(self, texts: list[str], passage: bool = True, progress: bool = False) -> Any:
+        """(n,) texts -> (n, h) float32 numpy, L2-normalised (same signature as PlainEncoder.encode)."""
+        import numpy as np
+
+        query: QueryEncoder = self.__dict__["_query"]
+        prefix = self.backbone.passage_prefix if passage else self.backbone.query_prefix
+        hidden_size = int(query.backbone.config.hidden_size)
+        out = np.zeros((len(texts), hidden_size), np.float32)
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        from tqdm import tqdm
+
+        for start in tqdm(range(0, len(texts), 64), desc="embedding entity text", disable=not progress, leave=False):
+            idx = order[start : start + 64]
+            enc = query.tokenizer(
+                [prefix + texts[i] for i in idx], padding=True, truncation=True,
+                max_length=self.max_length if passage else 64, return_tensors="pt",
+            )
+            ids, mask = enc["input_ids"], enc["attention_mask"]
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                if self.full is not None:
+                    hidden = self.full(input_ids=ids, attention_mask=mask).last_hidden_state
+                elif not self.split:  # the query backbone is entirely frozen: it is the untuned backbone
+                    hidden = query.backbone(input_ids=ids, attention_mask=mask).last_hidden_state
+                else:
+                    hidden = query.backbone.embeddings(input_ids=ids)
+                    amask = query._mask(hidden, mask)
+                    for layer in list(encoder_layers(query.backbone))[: self.depth]:
+                        hidden = layer(hidden, amask)
+                    for layer in self.top:
+                        hidden = layer(hidden, amask)
+            pooled = mean_pool(hidden.float(), mask)
+            out[idx] = F.normalize(pooled, dim=-1).numpy()
+        return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import shutil
 import time
@@ -162,10 +163,12 @@ class Trainer:
         self.optimizer = self._optimizer()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.step = 0
-        self.pooled_cache: dict[str, torch.Tensor] = {}
+        self.pooled_cache: dict[str, torch.Tensor] = {}  # query -> pooled state (frozen backbone)
+        self.state_cache: dict[str, torch.Tensor] = {}  # query -> (tokens, h) output of the frozen blocks
         self.phase_seconds: dict[str, float] = {}  # where training time goes (recorded in config.json)
         self.pairs_seen = 0
         self.train_seconds = 0.0
+        self.train_cpu_seconds = 0.0  # CPU time of all threads: the yardstick when other jobs share the cores
         if self.resumed:
             self._load_state()
         self.prep_seconds = time.perf_counter() - t0
@@ -201,6 +204,10 @@ class Trainer:
             rows = list(self.cat.entities(kind))
             feats = [fz.features(r) for r in tqdm(rows, desc=f"tokenizing {kind}s", disable=not self.progress,
                                                   leave=False)]
+            if self.model.passage is not None:  # the untuned backbone's view of each entity, computed once
+                vecs = self.model.text_vectors(rows, progress=self.progress)
+                for f, v in zip(feats, vecs, strict=True):
+                    f.text_vec = v
             self.entity_ids[kind] = [r["id"] for r in rows]
             self.entity_feats[kind] = feats
             self.entity_pos[kind] = {r["id"]: n for n, r in enumerate(rows)}
@@ -265,8 +272,9 @@ class Trainer:
         """(U, h) pooled backbone states of the queries.
 
         A frozen backbone (train_layers 0) gives each query the same state every time: it is computed once,
-        without autograd, and cached. Otherwise queries run in length-sorted chunks, which pads less than one
-        batch of mixed lengths.
+        without autograd, and cached. With only the top blocks trained, the frozen blocks' output is cached per
+        query the same way (BERT-family backbones) and only the top blocks run each step. Queries run in
+        length-sorted chunks, which pads less than one batch of mixed lengths.
         """
         bf16 = self.cfg.train.bf16
         query = self.model.query
@@ -282,9 +290,26 @@ class Trainer:
             return torch.stack([self.pooled_cache[q] for q in qids])
         order = sorted(range(len(qids)), key=lambda i: len(self.query_ids[qids[i]]))
         parts: list[torch.Tensor] = []
+        split = query.frozen_depth() > 0 and query.can_split()
+        if split:  # the frozen blocks' output of each query is computed once and cached (bf16)
+            missing = sorted({q for q in qids if q not in self.state_cache}, key=lambda q: len(self.query_ids[q]))
+            for start in range(0, len(missing), 128):
+                chunk = missing[start : start + 128]
+                enc = self._query_batch(chunk)
+                states = query.lower(enc["input_ids"], enc["attention_mask"], bf16=bf16)  # (c, L, h)
+                for i, q in enumerate(chunk):
+                    self.state_cache[q] = states[i, : len(self.query_ids[q])].to(torch.bfloat16).clone()
         for start in range(0, len(order), 64):
-            enc = self._query_batch([qids[i] for i in order[start : start + 64]])
-            parts.append(query.pooled(enc["input_ids"], enc["attention_mask"], bf16=bf16))  # (c, h)
+            chunk = [qids[i] for i in order[start : start + 64]]
+            enc = self._query_batch(chunk)
+            if split:
+                width = enc["input_ids"].shape[1]
+                states = torch.zeros(len(chunk), width, self.state_cache[chunk[0]].shape[-1], dtype=torch.bfloat16)
+                for i, q in enumerate(chunk):
+                    states[i, : len(self.query_ids[q])] = self.state_cache[q]
+                parts.append(query.upper(states if bf16 else states.float(), enc["attention_mask"], bf16=bf16))
+            else:
+                parts.append(query.pooled(enc["input_ids"], enc["attention_mask"], bf16=bf16))  # (c, h)
         pooled = torch.cat(parts)  # (U, h) in length order
         inverse = torch.empty(len(order), dtype=torch.long)
         inverse[torch.tensor(order)] = torch.arange(len(order))
@@ -325,7 +350,11 @@ class Trainer:
                 neg_idx = self.neg_rng.integers(0, len(feats), n_neg * len(pairs)) if n_neg else np.zeros(0, int)
                 all_feats = pos_feats + [feats[i] for i in neg_idx]
                 exclude += [None] * len(neg_idx)
-                evec = self.model.entity(self.model.featurizer.collate(all_feats, exclude))  # (B + R, D)
+                ec = self.cfg.model.entity
+                batch = self.model.featurizer.collate(
+                    all_feats, exclude, self.neg_rng, ec.token_dropout, ec.engaged_dropout
+                )
+                evec = self.model.entity(batch)  # (B + R, D)
                 q = qvec[qrows]
                 p = evec[: len(pairs)]
                 if len(neg_idx):
@@ -382,7 +411,7 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation and state
     def evaluate_dev(self, max_queries: int | None) -> dict[str, Any]:
         try:
-            tasks = dev_tasks(self.cat, self.cfg.train.min_relative_grade)
+            tasks = dev_tasks(self.cat, self.cfg.train.min_relative_grade, list(self.cfg.train.eval_tasks) or None)
         except Exception as exc:  # no dev split: training still works, it just is not measured
             log.warning("no dev evaluation: %s", exc)
             return {}
@@ -411,6 +440,7 @@ class Trainer:
                 "step": self.step,
                 "pairs_seen": self.pairs_seen,
                 "train_seconds": self.train_seconds,
+                "train_cpu_seconds": self.train_cpu_seconds,
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "losses": self.losses.state_dict(),
@@ -437,6 +467,7 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         self.step, self.pairs_seen = int(state["step"]), int(state["pairs_seen"])
         self.train_seconds = float(state["train_seconds"])
+        self.train_cpu_seconds = float(state.get("train_cpu_seconds", 0.0))
         log.info("resumed at step %d", self.step)
 
     # ------------------------------------------------------------------ the run
@@ -451,9 +482,10 @@ class Trainer:
         ema: dict[str, float] = {}
         done_in_call = 0
         while self.step < tc.steps and self.train_seconds < tc.time_limit_s:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             logs = self.train_step()
             self.train_seconds += time.perf_counter() - t0
+            self.train_cpu_seconds += time.process_time() - c0
             done_in_call += 1
             for k, v in logs.items():
                 ema[k] = v if k not in ema else 0.9 * ema[k] + 0.1 * v
@@ -482,6 +514,8 @@ class Trainer:
                 "steps": self.step,
                 "pairs": self.pairs_seen,
                 "train_seconds": round(self.train_seconds, 1),
+                "train_cpu_seconds": round(self.train_cpu_seconds, 1),
+                "load_average": list(os.getloadavg()),
                 "prep_seconds": round(self.prep_seconds, 1),
                 "pairs_per_second": round(pps, 1),
                 "threads": tc.threads,
