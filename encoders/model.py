@@ -108,6 +108,27 @@ class OmniSearchSage(nn.Module):
                 head.weight.copy_(torch.eye(h))
                 head.bias.zero_()
 
+    @torch.no_grad()
+    def order_by_variance(self, text_vecs: NDArray[np.float32]) -> None:
+        """Re-seat the starting rotation R so the model's first dims hold the backbone's principal directions.
+
+        The served prefix (serve_dim) and the small nested prefixes then start with as much of the pretrained
+        similarity as they can hold; a random rotation of h dims into D keeps only about serve_dim/D of it.
+        R = top eigenvectors of the second-moment matrix of `text_vecs` ((n, h) untuned entity embeddings), so
+        full-width dot products are unchanged. Call before the first optimizer step.
+        """
+        if self.entity.text_skip is None or len(text_vecs) == 0:
+            return
+        x = F.normalize(torch.from_numpy(np.asarray(text_vecs, np.float32)), dim=-1)  # (n, h)
+        evals, evecs = torch.linalg.eigh(x.T @ x / len(x))  # ascending eigenvalues
+        basis = evecs[:, torch.argsort(evals, descending=True)]  # (h, h), columns by explained variance
+        dim, h = self.cfg.query.dim, basis.shape[0]
+        rot = torch.zeros(dim, h)
+        k = min(dim, h)
+        rot[:k] = basis[:, :k].T  # (dim, h): the rest of the width starts empty and is learned
+        self.query.proj.weight.copy_(rot)
+        self.entity.text_skip.weight.copy_(rot)
+
     # ------------------------------------------------------------------ spaces
     @property
     def spaces(self) -> dict[str, int]:

@@ -200,6 +200,7 @@ class Trainer:
         self.entity_feats: dict[str, list[EntityFeatures]] = {}
         self.entity_pos: dict[str, dict[str, int]] = {}
         kinds = sorted({t.kind for t in self.tasks if t.target == "entity"})
+        text_vecs: list[np.ndarray] = []
         for kind in kinds:
             rows = list(self.cat.entities(kind))
             feats = [fz.features(r) for r in tqdm(rows, desc=f"tokenizing {kind}s", disable=not self.progress,
@@ -208,9 +209,12 @@ class Trainer:
                 vecs = self.model.text_vectors(rows, progress=self.progress)
                 for f, v in zip(feats, vecs, strict=True):
                     f.text_vec = v
+                text_vecs.append(vecs)
             self.entity_ids[kind] = [r["id"] for r in rows]
             self.entity_feats[kind] = feats
             self.entity_pos[kind] = {r["id"]: n for n, r in enumerate(rows)}
+        if text_vecs and not self.resumed and self.cfg.model.init_from_backbone:
+            self.model.order_by_variance(np.concatenate(text_vecs))
         for task in self.tasks:  # pairs whose target is missing from the catalog cannot be trained on
             if task.target == "entity":
                 pos = self.entity_pos[task.kind]

@@ -61,6 +61,27 @@ def test_text_input_starts_at_the_untuned_backbone_and_round_trips(tmp_path: Pat
     assert np.array_equal(again.embed_queries(QUERIES), model.embed_queries(QUERIES))
 
 
+def test_variance_ordered_start_puts_the_backbone_similarity_into_the_served_prefix() -> None:
+    bb = resolve_backbone("minilm")
+    cfg = ModelConfig(query=QueryConfig(train_layers=0), entity=small_entity(text_input=True))
+    model = OmniSearchSage(cfg, bb, tokenizer())
+    model.passage_cache_dir = None
+    plain = PlainEncoder(bb)
+    ref = plain.encode(QUERIES, passage=False) @ model.text_vectors(ROWS).T  # untuned backbone, full width
+
+    def served_error() -> float:  # how far the served 256-d prefix ranks from the untuned backbone
+        return float(np.abs(model.embed_queries(QUERIES) @ model.embed_entities(ROWS).T - ref).max())
+
+    random_start = served_error()
+    extra = ["garden hose 50 ft", "LED light bulb", "kitchen faucet chrome", "deck screws", "wood stain"]
+    sample = [model.text_vectors(ROWS), plain.encode(extra, passage=True), plain.encode(QUERIES, passage=False)]
+    model.order_by_variance(np.concatenate(sample))
+    rot = model.query.proj.weight
+    assert torch.equal(rot, model.entity.text_skip.weight)  # type: ignore[union-attr]
+    assert torch.allclose(rot.T @ rot, torch.eye(rot.shape[1]), atol=1e-5)  # full width: dot products kept
+    assert served_error() < 0.01 < 0.05 < random_start  # 11 vectors span 11 directions, all inside the prefix
+
+
 def test_spaces_errors_and_corrupt_checkpoint(tmp_path: Path) -> None:
     model = OmniSearchSage(ModelConfig(entity=small_entity(), compat_mode="prefix"), resolve_backbone("minilm"),
                            tokenizer(), legacy={"small": 64})
