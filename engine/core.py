@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 import numpy as np
 import psutil
@@ -31,12 +32,16 @@ from engine.validate import check_filters, check_k, check_vector, normalise_text
 log = logging.getLogger(__name__)
 
 
-@dataclass(slots=True)
-class Hit:
+NO_FIELDS: Mapping[str, str] = MappingProxyType({})  # shared by every hit without display fields
+
+
+class Hit(NamedTuple):
+    """One search result (a named tuple: the cheapest record to build ten of per call)."""
+
     id: str
     score: float  # as the index reports it: inner product (higher is better) or squared L2 (lower is better)
     kind: str = ""
-    fields: dict[str, str] = field(default_factory=dict)
+    fields: Mapping[str, str] = NO_FIELDS  # display fields; read-only and shared unless hydrated
 
 
 @dataclass
@@ -297,7 +302,7 @@ class Engine:
                 if ls and row.get("lang") not in ls:
                     continue
             kind = index_kind or (str(row.get("kind") or "") if row else "")
-            fields = serving.hydrator.display_fields(row) if include_fields and row else {}
+            fields = serving.hydrator.display_fields(row) if include_fields and row else NO_FIELDS
             hits.append(Hit(str(i), s, kind, fields))
             if len(hits) == k:
                 break

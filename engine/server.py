@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import reflection
 
 from engine.config import EngineConfig
 from engine.core import Engine
-from engine.servicer import ADMIN_SERVICE, SEARCH_SERVICE, AdminAuthInterceptor, AdminServicer, SearchServicer
+from engine.servicer import ADMIN_SERVICE, SEARCH_SERVICE, AdminAuth, AdminServicer, SearchServicer
 from engine.serving import Serving
 from protos.omnisearch.v1 import omnisearch_pb2 as pb
 from protos.omnisearch.v1 import omnisearch_pb2_grpc as pb_grpc
@@ -116,7 +116,6 @@ def create_server(config: EngineConfig) -> tuple[EngineServer, int]:
     token = config.resolve_admin_token(create=True)
     inner = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="grpc-worker"),
-        interceptors=[AdminAuthInterceptor(token)],
         maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         options=[
             ("grpc.max_receive_message_length", MESSAGE_LIMIT),
@@ -129,7 +128,7 @@ def create_server(config: EngineConfig) -> tuple[EngineServer, int]:
         experimental_thread_pool=futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="health"),
     )
     pb_grpc.add_SearchServiceServicer_to_server(SearchServicer(engine), inner)
-    pb_grpc.add_AdminServiceServicer_to_server(AdminServicer(engine), inner)
+    pb_grpc.add_AdminServiceServicer_to_server(AdminServicer(engine, AdminAuth(token)), inner)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, inner)
     names = (
         pb.DESCRIPTOR.services_by_name["SearchService"].full_name,

@@ -6,9 +6,11 @@ import hmac
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
+import numpy as np
+from numpy.typing import NDArray
 
 from engine.core import Engine, EngineStatus, SearchResult, Timings
 from engine.errors import (
@@ -63,14 +65,51 @@ def timings_pb(t: Timings) -> pb.Timings:
 
 
 def search_response(res: SearchResult) -> pb.SearchResponse:
-    return pb.SearchResponse(
-        hits=[pb.Hit(id=h.id, score=h.score, kind=h.kind, fields=h.fields) if h.fields
-              else pb.Hit(id=h.id, score=h.score, kind=h.kind) for h in res.hits],
-        generation=res.generation,
-        checkpoint_id=res.checkpoint_id,
-        timings=timings_pb(res.timings),
-        index=res.index,
-    )
+    # Hits are appended in place: half the cost of building pb.Hit objects and handing over a list.
+    out = pb.SearchResponse(generation=res.generation, checkpoint_id=res.checkpoint_id, index=res.index)
+    add = out.hits.add
+    for h in res.hits:
+        if h.fields:
+            add(id=h.id, score=h.score, kind=h.kind, fields=h.fields)
+        else:
+            add(id=h.id, score=h.score, kind=h.kind)
+    t, ot = res.timings, out.timings
+    ot.embed_ms, ot.search_ms, ot.hydrate_ms, ot.total_ms = t.embed_ms, t.search_ms, t.hydrate_ms, t.total_ms
+    ot.cache_hit, ot.batch_size = t.cache_hit, t.batch_size
+    return out
+
+
+_PACKED_HEADERS: dict[int, bytes] = {}  # float count -> tag and length prefix of Vector.values, packed
+
+
+def _packed_header(n: int) -> bytes:
+    head = _PACKED_HEADERS.get(n)
+    if head is None:
+        size, varint = 4 * n, bytearray()
+        while True:
+            byte, size = size & 0x7F, size >> 7
+            varint.append(byte | (0x80 if size else 0))
+            if not size:
+                break
+        head = b"\x0a" + bytes(varint)  # field 1, wire type 2 (length-delimited)
+        if len(_PACKED_HEADERS) < 64:  # a handful of dimensions in practice; bounded anyway
+            _PACKED_HEADERS[n] = head
+    return head
+
+
+def vector_array(vector: pb.Vector) -> NDArray[np.float32]:
+    """The values of a `Vector` as float32 (n,), read from its packed encoding in one copy.
+
+    Iterating the repeated field costs ~7 us for 256 floats, the packed bytes ~1 us. proto3 serializes
+    `repeated float` packed: the bytes are the tag and length of field 1 followed by the little-endian floats.
+    Anything else (unknown fields a newer client added, say) takes the slow, general path.
+    """
+    n = len(vector.values)
+    raw = vector.SerializeToString()
+    head = _packed_header(n) if n else b""
+    if len(raw) == len(head) + 4 * n and raw.startswith(head):
+        return np.frombuffer(raw, dtype="<f4", count=n, offset=len(head)).astype(np.float32)  # a writable copy
+    return np.asarray(vector.values, dtype=np.float32)
 
 
 class _Calls:
@@ -123,7 +162,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
                 index=request.index,
                 k=request.k,
                 text=request.text if which == "text" else None,
-                vector=request.vector.values if which == "vector" else None,
+                vector=vector_array(request.vector) if which == "vector" else None,
                 kinds=list(request.filters.kinds),
                 languages=list(request.filters.languages),
                 ef=request.params.ef,
@@ -182,26 +221,33 @@ def status_response(st: EngineStatus) -> pb.StatusResponse:
 
 
 class AdminServicer(pb_grpc.AdminServiceServicer):
-    def __init__(self, engine: Engine) -> None:
+    """Status, Reload, Rollback and ListGenerations, each behind the bearer-token check."""
+
+    def __init__(self, engine: Engine, auth: AdminAuth) -> None:
         self.engine = engine
         self.calls = _Calls(engine)
+        self.auth = auth
+
+    def _run(self, method: str, context: grpc.ServicerContext, body: Callable[[], R]) -> R:
+        self.auth.check(context)  # aborts unauthorised calls before they count as answered
+        return self.calls.run(method, "", context, body)
 
     def Status(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.StatusResponse:
-        return self.calls.run("Status", "", context, lambda: status_response(self.engine.status()))
+        return self._run("Status", context, lambda: status_response(self.engine.status()))
 
     def Reload(self, request: pb.ReloadRequest, context: grpc.ServicerContext) -> pb.ReloadResponse:
         def body() -> pb.ReloadResponse:
             out = self.engine.reload(force=request.force)
             return pb.ReloadResponse(changed=out.changed, generation=out.generation, message=out.message)
 
-        return self.calls.run("Reload", "", context, body)
+        return self._run("Reload", context, body)
 
     def Rollback(self, request: pb.RollbackRequest, context: grpc.ServicerContext) -> pb.RollbackResponse:
         def body() -> pb.RollbackResponse:
             out = self.engine.rollback()
             return pb.RollbackResponse(changed=out.changed, generation=out.generation, message=out.message)
 
-        return self.calls.run("Rollback", "", context, body)
+        return self._run("Rollback", context, body)
 
     def ListGenerations(
         self, request: pb.ListGenerationsRequest, context: grpc.ServicerContext
@@ -222,38 +268,30 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
                 serving_generation=cur.generation if cur else 0,
             )
 
-        return self.calls.run("ListGenerations", "", context, body)
+        return self._run("ListGenerations", context, body)
 
 
-def _deny(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
-    def handler(request: Any, context: grpc.ServicerContext) -> Any:
-        context.abort(code, message)
+class AdminAuth:
+    """Admin calls need `authorization: Bearer <token>`: missing -> UNAUTHENTICATED, wrong -> PERMISSION_DENIED.
 
-    return grpc.unary_unary_rpc_method_handler(handler)
-
-
-class AdminAuthInterceptor(grpc.ServerInterceptor):
-    """Admin calls need `authorization: Bearer <token>`: missing -> UNAUTHENTICATED, wrong -> PERMISSION_DENIED."""
+    The Admin servicer checks it itself instead of a server interceptor: gRPC runs interceptors on every call,
+    Search included, where one cost ~10 us of server CPU per call (a minimal sync server on this machine, 135 vs
+    150 us per call), for a check that only Admin calls need.
+    """
 
     def __init__(self, token: str) -> None:
         if not token:
             raise ValueError("the admin token must not be empty")
         self._token = token.encode()
 
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        if not handler_call_details.method.startswith(f"/{ADMIN_SERVICE}/"):
-            return continuation(handler_call_details)
+    def check(self, context: grpc.ServicerContext) -> None:
+        """Return if the call carries the token; otherwise abort it with the status code above."""
         auth = ""
-        for key, value in handler_call_details.invocation_metadata or ():
+        for key, value in context.invocation_metadata() or ():
             if key == "authorization":
                 auth = value if isinstance(value, str) else value.decode()
         scheme, _, token = auth.partition(" ")
         if not auth or scheme.lower() != "bearer" or not token.strip():
-            return _deny(grpc.StatusCode.UNAUTHENTICATED, "admin calls need 'authorization: Bearer <token>'")
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "admin calls need 'authorization: Bearer <token>'")
         if not hmac.compare_digest(token.strip().encode(), self._token):
-            return _deny(grpc.StatusCode.PERMISSION_DENIED, "the admin token is not valid")
-        return continuation(handler_call_details)
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, "the admin token is not valid")

@@ -33,7 +33,7 @@ from indexer.lifecycle import build_lock, cleanup_leftovers, generation_dir
 from indexer.manifest import GenerationRecord, IndexRecord, Manifest
 from indexer.memory import check_memory
 from indexer.sharded import ShardedIndex
-from indexer.sharding import build_shards, training_sample_size
+from indexer.sharding import DEFAULT_SHARD_VECTORS, build_shards, default_shards, training_sample_size
 from indexer.sources import (
     LEGACY_PREFIX,
     VECTORS_INDEX,
@@ -57,7 +57,8 @@ class BuildConfig:
 
     backend: str = "hnswlib"  # ANN backend name from the registry; hnswlib is the fastest on CPU here
     params: dict[str, Any] = field(default_factory=dict)  # backend parameters; missing ones use its defaults
-    shards: int = 2  # shards per index (one per core here, so a search fans out over both)
+    shards: int | None = None  # shards per index; None: one per `shard_vectors` vectors (one below that)
+    shard_vectors: int = DEFAULT_SHARD_VECTORS  # most vectors per shard when `shards` is None (see sharding.py)
     threads: int = 2  # thread budget for building (the machine has 2 cores)
     gate: float = 0.9  # minimum recall@10 against exact search to publish
     gate_queries: int = 200  # queries sampled for the gate
@@ -74,10 +75,11 @@ def rebuild(
     ids: str | os.PathLike[str] | None = None,
     backend: str = "hnswlib",
     params: dict[str, Any] | None = None,
-    shards: int = 2,
+    shards: int | None = None,
     publish: bool = True,
     gate: float = 0.9,
     *,
+    shard_vectors: int = DEFAULT_SHARD_VECTORS,
     threads: int = 2,
     metric: str | None = None,
     gate_queries: int = 200,
@@ -96,9 +98,10 @@ def rebuild(
         ids: ids of those vectors (text, one per line, .json list or parquet `id` column).
         backend: ANN backend name (see `indexer.backends.REGISTRY`).
         params: backend parameters.
-        shards: shards per index.
+        shards: shards per index; None sizes each index: one shard per `shard_vectors` vectors, at least one.
         publish: make the new generation active if it passes the gate.
         gate: minimum recall@10 against exact search.
+        shard_vectors: most vectors per shard when `shards` is None.
         threads: thread budget of the build.
         metric: metric of a vectors file ("ip"/"l2"; default by norm).
         gate_queries: how many queries the gate samples.
@@ -116,8 +119,9 @@ def rebuild(
     h = home if isinstance(home, Home) else Home.resolve(home)
     if checkpoint is not None and not Path(checkpoint).is_dir() and (h.checkpoints / checkpoint).is_dir():
         checkpoint = h.checkpoints / checkpoint  # a bare name means <home>/checkpoints/<name>
-    cfg = BuildConfig(backend=backend, params=dict(params or {}), shards=shards, threads=threads, gate=gate,
-                      gate_queries=gate_queries, publish=publish, metric=metric, progress=progress)
+    cfg = BuildConfig(backend=backend, params=dict(params or {}), shards=shards, shard_vectors=shard_vectors,
+                      threads=threads, gate=gate, gate_queries=gate_queries, publish=publish, metric=metric,
+                      progress=progress)
     _check_config(cfg, vectors, ids, checkpoint, indices)
     h.ensure()
     h.generations.mkdir(parents=True, exist_ok=True)
@@ -152,8 +156,9 @@ def _check_config(
 ) -> None:
     """Cheap checks before a generation is created, so a typo does not leave a failed generation behind."""
     backend_class(cfg.backend)(1, "ip", **cfg.params)  # unknown backends and parameter names raise here
-    if cfg.shards < 1 or cfg.threads < 1:
-        raise InvalidParameter(f"shards and threads must be at least 1 (got {cfg.shards}, {cfg.threads})")
+    if (cfg.shards is not None and cfg.shards < 1) or cfg.threads < 1 or cfg.shard_vectors < 1:
+        raise InvalidParameter(f"shards, shard_vectors and threads must be at least 1 (got {cfg.shards}, "
+                               f"{cfg.shard_vectors}, {cfg.threads})")
     if not 0.0 <= cfg.gate <= 1.0:
         raise InvalidParameter(f"gate must be in [0, 1], got {cfg.gate}")
     if vectors is not None and checkpoint is not None:
@@ -244,8 +249,9 @@ def _build_index(
     # are already in memory)
     need = int(cls.estimate_bytes(n, d, params) * BUILD_OVERHEAD) + 4 * d * (n + training_sample_size(n, params))
     check_memory(need, f"building index {plan.name!r} ({n} x {d}, {cfg.backend})")
+    shards = cfg.shards if cfg.shards is not None else default_shards(n, cfg.shard_vectors)
     built = build_shards(
-        x, source.ids, cfg.backend, source.metric, params, cfg.shards, gen_dir / plan.name, threads=cfg.threads,
+        x, source.ids, cfg.backend, source.metric, params, shards, gen_dir / plan.name, threads=cfg.threads,
         info={"index": plan.name, "space": plan.space, "generation": int(gen_dir.name)},
         progress=cfg.progress, on_shard=(lambda s: on_shard(plan.name, s)) if on_shard else None,
     )

@@ -17,6 +17,7 @@ from indexer import lifecycle
 from indexer.backends import REGISTRY
 from indexer.build import rebuild as rebuild_generation
 from indexer.manifest import GenerationRecord, Manifest
+from indexer.sharding import DEFAULT_SHARD_VECTORS
 
 
 @contextmanager
@@ -90,7 +91,10 @@ def cli(verbose: int) -> None:
               help="ANN backend.")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
               help="Backend parameter (repeatable), e.g. --param ef=128 --param M=32.")
-@click.option("--shards", default=2, show_default=True, type=click.IntRange(min=1), help="Shards per index.")
+@click.option("--shards", type=click.IntRange(min=1),
+              help="Shards per index. Default: one per --shard-vectors vectors (a single shard below that).")
+@click.option("--shard-vectors", default=DEFAULT_SHARD_VECTORS, show_default=True, type=click.IntRange(min=1),
+              help="Most vectors per shard when --shards is not given.")
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1),
               help="Thread budget of the build.")
 @click.option("--gate", default=0.9, show_default=True, type=click.FloatRange(0.0, 1.0),
@@ -100,8 +104,8 @@ def cli(verbose: int) -> None:
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def rebuild(
     home: Home, indices: tuple[str, ...], checkpoint: str | None, vectors: str | None, ids: str | None,
-    backend: str, params: tuple[str, ...], shards: int, threads: int, gate: float, metric: str | None,
-    no_publish: bool, quiet: bool,
+    backend: str, params: tuple[str, ...], shards: int | None, shard_vectors: int, threads: int, gate: float,
+    metric: str | None, no_publish: bool, quiet: bool,
 ) -> None:
     """Build a new generation of indices, check recall, publish it.
 
@@ -115,7 +119,7 @@ def rebuild(
         gen = rebuild_generation(
             home, indices=list(indices) or None, checkpoint=checkpoint, vectors=vectors, ids=ids,
             backend=backend, params=_parse_params(params), shards=shards, publish=not no_publish, gate=gate,
-            threads=threads, metric=metric, progress=not quiet,
+            shard_vectors=shard_vectors, threads=threads, metric=metric, progress=not quiet,
         )
     click.echo(_describe(gen))
 
@@ -166,7 +170,7 @@ def verify(home: Home, gen_id: int | None, all_gens: bool) -> None:
         bad = 0
         for gen in gens:
             result = lifecycle.verify_generation(gen)
-            click.echo(f"generation {gen.id}: {result.shards} shards, "
+            click.echo(f"generation {gen.id}: {result.shards} shard{'' if result.shards == 1 else 's'}, "
                        f"{'ok' if result.ok else f'{len(result.problems)} problem(s)'}")
             for problem in result.problems:
                 click.echo(f"  {problem}")

@@ -29,6 +29,12 @@ from indexer.storage import write_shard
 log = logging.getLogger(__name__)
 
 TRAIN_SEED = 1234  # the sample used to train IVF/PQ is drawn with this seed, so rebuilds are repeatable
+# Most vectors one shard holds when the shard count is left to the build. A query searches every shard (one
+# after the other in the engine's request thread), and an HNSW search costs about the same on a graph of n/2
+# as on one of n, so below this size extra shards only multiply the search CPU (2 shards of 50k cost ~2x one
+# of 100k, BENCHMARKS.md "Server"). Above it, shards bound each graph's memory (~1.2 GB at 256-d), load and
+# checksum time, and let builds and serving spread over processes or machines.
+DEFAULT_SHARD_VECTORS = 1_000_000
 
 
 def shard_of(entity_id: str, shards: int) -> int:
@@ -42,6 +48,17 @@ def assign_shards(ids: Sequence[str], shards: int) -> NDArray[np.int64]:
     if shards < 1:
         raise InvalidParameter(f"shards must be at least 1, got {shards}")
     return np.fromiter((shard_of(i, shards) for i in ids), dtype=np.int64, count=len(ids))
+
+
+def default_shards(n: int, shard_vectors: int = DEFAULT_SHARD_VECTORS) -> int:
+    """Shards for an index of `n` vectors when none are asked for: one per `shard_vectors`, at least one.
+
+    Raises:
+        InvalidParameter: `shard_vectors` below 1.
+    """
+    if shard_vectors < 1:
+        raise InvalidParameter(f"shard_vectors must be at least 1, got {shard_vectors}")
+    return max(1, -(-n // shard_vectors))
 
 
 def thread_plan(threads: int, shards: int) -> tuple[int, int]:

@@ -16,7 +16,7 @@ from indexer.synthetic import clustered, recall_at_k
 BACKENDS = sorted(REGISTRY)
 # Per-call parameters that change how much work a search does, for the backends that have one.
 EFFORT = {
-    "hnswlib": ("ef", 1, 64),
+    "hnswlib": ("ef", 1, 32),
     "faiss-hnsw": ("efSearch", 1, 64),
     "faiss-ivf-flat": ("nprobe", 1, 16),
     "faiss-ivfpq": ("nprobe", 1, 16),

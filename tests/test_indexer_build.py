@@ -32,7 +32,7 @@ def test_rebuild_from_a_vectors_file(home: Home, tmp_path: Path) -> None:
     assert gen.state == "active" and gen.checkpoint is None
     rec = gen.indices["mine"]
     assert rec.space == "vectors" and rec.metric == "ip" and rec.count == len(x) and rec.dim == x.shape[1]
-    assert rec.backend == "hnswlib" and rec.params["ef"] == 64 and rec.params["M"] == 16
+    assert rec.backend == "hnswlib" and rec.params["ef"] == 32 and rec.params["M"] == 16
     assert rec.recall is not None and rec.recall >= 0.9
     assert len(rec.shards) == 3 and sum(s.count for s in rec.shards) == len(x)
     for s in rec.shards:

@@ -49,7 +49,8 @@ def test_rebuild_status_verify_rollback_gc(home: Home, tmp_path: Path) -> None:
     code, out = run("publish", "--home", h, "3")
     assert code == 0 and "generation 3 [active]" in out
     code, out = run("verify", "--home", h, "--all")
-    assert code == 0 and "generation 1: 3 shards, ok" in out and "generation 3: 2 shards, ok" in out
+    # generation 3 left the shard count to the build: one shard for an index this small
+    assert code == 0 and "generation 1: 3 shards, ok" in out and "generation 3: 1 shard, ok" in out
     code, out = run("rollback", "--home", h)
     assert code == 0 and "generation 1 [active]" in out
     code, out = run("rollback", "--home", h)

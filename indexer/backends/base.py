@@ -25,6 +25,7 @@ PAD_SCORE = {"ip": -FLT_MAX, "l2": FLT_MAX}
 BACKEND_FILE = "backend.json"  # written by every backend's save(): name, dim, metric, params, count
 LABELS_FILE = "labels.npy"  # only when labels are not 0..n-1 and the library cannot store them itself
 
+TINY = 4096  # up to this many values (a few query vectors) the finite check is a plain isfinite pass
 SMALL = 1 << 18  # below this many values (any query batch) the finite check is one sum
 
 Params = dict[str, Any]
@@ -92,7 +93,10 @@ def _all_finite(a: NDArray[np.float32]) -> bool:
     # Single-threaded on purpose: a multi-threaded pass (BLAS row sums) was 4x faster alone but waited ~10 ms
     # for its threads on a busy 2-core machine. Small inputs (query batches): one sum, since NaN and inf
     # survive a sum (only an overflowing sum needs the exact check). Large ones: isfinite over row blocks,
-    # exact, with a bounded temporary.
+    # exact, with a bounded temporary. Tiny ones (single queries): isfinite directly, which is cheaper than
+    # entering np.errstate for the sum (1 us against 3 us for 256 values).
+    if a.size <= TINY:
+        return bool(np.isfinite(a).all())
     if a.size < SMALL:
         with np.errstate(over="ignore", invalid="ignore"):
             if math.isfinite(np.add.reduce(a, axis=None)):
