@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import threading
 import time
 from pathlib import Path
@@ -15,7 +16,9 @@ from engine.batcher import MicroBatcher
 from engine.cache import EmbeddingCache
 from engine.config import TOKEN_ENV, EngineConfig
 from engine.errors import DeadlineExceeded, EngineError, InvalidRequest, NotServing, Overloaded
+from engine.servicer import vector_array
 from engine.validate import check_filters, check_k, check_vector, normalise_text
+from protos.omnisearch.v1 import omnisearch_pb2 as pb
 
 
 class Clock:
@@ -53,6 +56,23 @@ def test_cache_evicts_least_recently_used_and_keys_by_checkpoint() -> None:
     assert cache.get(("a", "model", "y")) is None
     assert cache.get(("a", "model", "x")) is not None
     assert cache.get(("b", "model", "x")) is None  # another checkpoint never sees a's vectors
+
+
+def test_vector_values_decode_from_every_wire_form() -> None:
+    rng = np.random.default_rng(0)
+    for n in (0, 1, 31, 32, 256, 5000):  # length prefixes of 1, 2 and 3 varint bytes
+        values = rng.standard_normal(n).astype(np.float32)
+        wire = pb.Vector(values=values.tolist()).SerializeToString()
+        got = vector_array(pb.Vector.FromString(wire))
+        assert got.dtype == np.float32 and got.shape == (n,) and got.flags.writeable
+        np.testing.assert_array_equal(got, values)
+    values = np.array([1.5, -2.25, 3.0, float("nan")], np.float32)
+    unpacked = b"".join(b"\x0d" + struct.pack("<f", v) for v in values)  # one tag per value: also legal
+    np.testing.assert_array_equal(vector_array(pb.Vector.FromString(unpacked)), values)
+    # a field this version does not know (a newer client) is kept by the parser and re-serialized after
+    # the values, so the packed shortcut must not apply
+    newer = pb.Vector(values=values.tolist()).SerializeToString() + b"\x10\x07"
+    np.testing.assert_array_equal(vector_array(pb.Vector.FromString(newer)), values)
 
 
 def test_normalise_text_and_limits() -> None:

@@ -11,7 +11,7 @@ from indexer_fixtures import DIM, N, data
 from indexer.backends import REGISTRY, AnnBackend, get_backend, load_backend
 from indexer.backends.base import PAD_SCORE
 from indexer.errors import DimensionMismatch, IndexNotReady, InvalidParameter, InvalidVector
-from indexer.synthetic import clustered, recall_at_k
+from indexer.synthetic import clustered, clustered_with_queries, recall_at_k
 
 BACKENDS = sorted(REGISTRY)
 # Per-call parameters that change how much work a search does, for the backends that have one.
@@ -234,3 +234,21 @@ def test_non_contiguous_and_float64_input_is_accepted() -> None:
     np.testing.assert_array_equal(backend.search(xq, 5)[1], flat.search(xq, 5)[1])
     # a single 1-D query vector works too
     assert backend.search(xq[0], 3)[1].shape == (1, 3)
+
+
+def test_hnswlib_default_ef_keeps_recall_on_256d_clustered_vectors() -> None:
+    """The default beam (ef 32) against exact search on data shaped like the server benchmark's (256-d blobs of
+    ~50 vectors), and ef acting as a floor: a k above it searches with a beam of k."""
+    xb, xq = clustered_with_queries(8000, 200, 256, seed=5)
+    hnsw = get_backend("hnswlib", 256, "ip", threads=2)
+    hnsw.build(xb)
+    flat = get_backend("flat", 256, "ip")
+    flat.build(xb)
+    default = hnsw.params["ef"]
+    assert default == 32
+    truth10, truth64 = flat.search(xq, 10)[1], flat.search(xq, 64)[1]
+    assert recall_at_k(hnsw.search(xq, 10)[1], truth10) >= 0.95
+    assert recall_at_k(hnsw.search(xq, 10, ef=8)[1], truth10) < recall_at_k(hnsw.search(xq, 10)[1], truth10)
+    wide = hnsw.search(xq, 64)[1]  # k = 64 > ef = 32
+    np.testing.assert_array_equal(wide, hnsw.search(xq, 64, ef=64)[1])
+    assert recall_at_k(wide, truth64, k=64) >= 0.95

@@ -48,6 +48,21 @@ def test_rebuild_from_a_vectors_file(home: Home, tmp_path: Path) -> None:
     assert gen.timings["total"] > 0 and gen.library_versions["hnswlib"]
 
 
+def test_shard_count_follows_index_size_unless_given(home: Home, tmp_path: Path) -> None:
+    vec, ids, x = write_vectors(tmp_path, n=2500)
+    auto = rebuild(home, indices=["auto"], vectors=vec, ids=ids, backend="flat", progress=False)
+    assert len(auto.indices["auto"].shards) == 1  # far below DEFAULT_SHARD_VECTORS
+    sized = rebuild(home, indices=["sized"], vectors=vec, ids=ids, backend="flat", shard_vectors=1000,
+                    progress=False)
+    counts = [s.count for s in sized.indices["sized"].shards]
+    assert len(counts) == 3 and sum(counts) == len(x)  # ceil(2500 / 1000)
+    given = rebuild(home, indices=["given"], vectors=vec, ids=ids, backend="flat", shards=2, shard_vectors=1000,
+                    progress=False)
+    assert len(given.indices["given"].shards) == 2  # an explicit count wins
+    with pytest.raises(InvalidParameter, match="shard_vectors"):
+        rebuild(home, indices=["bad"], vectors=vec, ids=ids, backend="flat", shard_vectors=0, progress=False)
+
+
 def test_gate_refuses_ivf_with_one_probe(home: Home, tmp_path: Path) -> None:
     vec, ids, _ = write_vectors(tmp_path, n=5000, dim=32)
     first = rebuild(home, indices=["items"], vectors=vec, ids=ids, backend="faiss-ivf-flat", progress=False)

@@ -61,6 +61,15 @@ def test_rebuild_status_verify_rollback_gc(home: Home, tmp_path: Path) -> None:
     assert "generation 1 [active]" in out and "generation 3 [retired]" in out and "generation 2" not in out
 
 
+def test_shard_vectors_option_sizes_the_shards(home: Home, tmp_path: Path) -> None:
+    vec, ids, _ = write_vectors(tmp_path, n=1200)
+    code, out = run("rebuild", "--home", str(home.root), "--vectors", str(vec), "--ids", str(ids), "--backend",
+                    "flat", "--shard-vectors", "500", "--quiet")
+    assert code == 0, out
+    code, out = run("verify", "--home", str(home.root))
+    assert code == 0 and "generation 1: 3 shards, ok" in out
+
+
 def test_verify_reports_a_corrupt_shard(home: Home, tmp_path: Path) -> None:
     vec, ids, _ = write_vectors(tmp_path)
     h = str(home.root)

@@ -11,10 +11,18 @@ import pytest
 from indexer_fixtures import DIM, data, ids_for
 
 from indexer.backends import get_backend
-from indexer.errors import DimensionMismatch, ShardCorrupt
+from indexer.backends.base import PAD_SCORE
+from indexer.errors import DimensionMismatch, InvalidParameter, ShardCorrupt
 from indexer.manifest import IndexRecord
 from indexer.sharded import ShardedIndex
-from indexer.sharding import assign_shards, build_shards, shard_of, thread_plan
+from indexer.sharding import (
+    DEFAULT_SHARD_VECTORS,
+    assign_shards,
+    build_shards,
+    default_shards,
+    shard_of,
+    thread_plan,
+)
 from indexer.storage import IDS_FILE, META_FILE, read_ids, shard_digest
 
 
@@ -47,6 +55,16 @@ def test_thread_plan_stays_within_the_budget() -> None:
     assert thread_plan(2, 1) == (1, 2)
 
 
+def test_default_shard_count_grows_with_the_index() -> None:
+    assert default_shards(0) == 1 and default_shards(1) == 1
+    assert default_shards(DEFAULT_SHARD_VECTORS) == 1
+    assert default_shards(DEFAULT_SHARD_VECTORS + 1) == 2
+    assert default_shards(2500, shard_vectors=1000) == 3
+    assert default_shards(3000, shard_vectors=1000) == 3
+    with pytest.raises(InvalidParameter):
+        default_shards(10, shard_vectors=0)
+
+
 @pytest.mark.parametrize("metric", ["ip", "l2"])
 def test_sharded_flat_equals_unsharded_flat_exactly(tmp_path: Path, metric: str) -> None:
     xb, xq = data(n=3000, nq=100)
@@ -76,6 +94,43 @@ def test_fewer_results_than_k_gives_shorter_lists(tmp_path: Path) -> None:
     assert all(len(row) == 30 and len(set(row)) == 30 for row in found)
     with pytest.raises(DimensionMismatch, match="tiny"):
         index.search(np.ones((1, DIM + 1), np.float32), 5)
+
+
+@pytest.mark.parametrize("k", [10, 1000])
+def test_merge_over_three_shards_equals_exact_search(tmp_path: Path, k: int) -> None:
+    """Small and large k (the merge sorts 3 x 10 or 3 x 1000 candidates) give exact search's ranking."""
+    xb, xq = data(n=1500, nq=20)
+    ids = ids_for(len(xb))
+    built = build_shards(xb, ids, "flat", "ip", {}, 3, tmp_path / "m", progress=False)
+    index = ShardedIndex(_record("m", built, DIM, "ip", "flat"), built.backends, built.ids)
+    flat = get_backend("flat", DIM, "ip")
+    flat.build(xb)
+    D0, L0 = flat.search(xq, k)
+    for rows in (xq, xq[:1]):  # a batch and a single query (its own code path)
+        D1, found = index.search(rows, k)
+        assert D1.shape == (len(rows), min(k, len(xb)))
+        np.testing.assert_allclose(D1, D0[: len(rows), : D1.shape[1]], rtol=1e-5, atol=1e-5)
+        # the exact scores, best first, each carried by the id it belongs to (near-equal scores may swap)
+        for got, scores, q in zip(found, D1, rows, strict=True):
+            assert len(set(got)) == len(got) == D1.shape[1]
+            assert (np.diff(scores) <= 0).all()
+            np.testing.assert_allclose(xb[[int(i[1:]) for i in got]] @ q, scores, rtol=1e-5, atol=1e-5)
+
+
+def test_merge_keeps_missing_results_missing(tmp_path: Path) -> None:
+    """IVF with one probe returns fewer than k per shard: the padding never turns into another shard's ids."""
+    xb, xq = data(n=2000, nq=10)
+    ids = ids_for(len(xb))
+    built = build_shards(xb, ids, "faiss-ivf-flat", "ip", {"nlist": 16, "nprobe": 1}, 2, tmp_path / "pad",
+                         progress=False)
+    index = ShardedIndex(_record("pad", built, DIM, "ip", "faiss-ivf-flat"), built.backends, built.ids)
+    D, found = index.search(xq, 1500)
+    assert D.shape == (10, 1500)
+    for row, scores, q in zip(found, D, xq, strict=True):
+        assert 0 < len(row) < 1500 and len(set(row)) == len(row)
+        assert (scores[len(row):] == PAD_SCORE["ip"]).all()
+        got = xb[[ids.index(i) for i in row]] @ q  # every returned id carries its own score
+        np.testing.assert_allclose(scores[: len(row)], got, rtol=1e-5, atol=1e-5)
 
 
 def test_shard_files_and_checksums(tmp_path: Path) -> None:
