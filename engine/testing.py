@@ -71,10 +71,14 @@ def vector_generation(
     vectors: NDArray[np.float32],
     index: str = "vectors",
     backend: str = "flat",
-    shards: int = 2,
+    shards: int | None = 2,
     publish: bool = True,
 ) -> GenerationRecord:
-    """Build (and publish) a generation from vectors a user brought: no checkpoint, space "vectors"."""
+    """Build (and publish) a generation from vectors a user brought: no checkpoint, space "vectors".
+
+    `shards` defaults to 2 so that tests exercise the merge over shards; None leaves it to the indexer (one
+    shard per `indexer.sharding.DEFAULT_SHARD_VECTORS`).
+    """
     from indexer.build import rebuild
 
     inputs = home.root / "inputs"

@@ -144,6 +144,11 @@ class ShardedIndex:
         ids = self._ids
         return D, [[ids[g] for g in row if g >= 0] for row in G.tolist()]
 
+    @property
+    def backends(self) -> tuple[AnnBackend, ...]:
+        """The loaded shards in shard order (for measurements and diagnostics; search through `search`)."""
+        return tuple(self._backends)
+
     def ids_of(self, positions: NDArray[np.int64]) -> list[str]:
         return [self._ids[int(g)] for g in positions if g >= 0]
 

@@ -64,6 +64,31 @@ def test_section_is_rendered_and_replaced_in_place(tmp_path: Path) -> None:
     assert doc.read_text() == text  # idempotent
 
 
+def test_section_names_the_build_default_and_the_sharded_vector_index() -> None:
+    conc = (1, 8, 32)
+    res = {
+        "n": 1000, "seconds": 1.0, "warmup": 0.5,
+        "vector-shards": {"vector": 1, "vector-2shards": 2}, "vector-params": {"M": 16, "ef": 32},
+        "echo-sync": {c: _fake(c, 3000) for c in (1, 8, 16, 32)},
+        "echo-aio": {c: _fake(c, 2500) for c in (1, 8, 16, 32)},
+        "vector": {c: _fake(c, 2400) for c in conc},
+        "vector-2shards": {c: _fake(c, 1500) for c in conc},
+        "text-hit": {c: _fake(c, 2000, 0.9) for c in conc},
+        "text-miss": {c: _fake(c, 100 * c) for c in conc},
+        "text-miss-unbatched": {c: _fake(c, 100) for c in (1, 32)},
+        "text-miss-torch2": {c: _fake(c, 90) for c in (1, 32)},
+        "text-miss-fp32": {c: _fake(c, 80) for c in (1, 32)},
+        "text-miss-fp32-unbatched": {c: _fake(c, 70) for c in (1, 32)},
+        "in-process": {"ann 1 shard, the build default": 80.0},
+    }
+    section = render(res, "python -m engine.bench", "test machine")
+    assert "0.80x with 1 shard, the build default (met), 0.50x with 2 shards (**missed**)" in section
+    assert "| vector query (1 shard, the build default) | 8 | 2,400 |" in section
+    assert "| vector query (2 shards) | 32 | 1,500 |" in section
+    assert "(M 16, ef 32)" in section and "ann 1 shard, the build default 80" in section
+    assert "every shard adds a whole search" in section  # the 2-shard miss is explained
+
+
 def test_miss_texts_are_distinct() -> None:
     texts = unique_texts(5000, seed=3)
     assert len(set(texts)) == 5000 and all(3 <= len(t.split()) <= 5 for t in texts)
