@@ -460,7 +460,7 @@ def main(argv: list[str] | None = None) -> None:
             res = run_in_process(args.n, Path(tmp))
         print(f"{command} ({machine}); microseconds per call, median of 3 runs of 2,000 calls:")
         for name, us in res["in-process"].items():
-            print(f"  {name:60s} {us:8.1f}")
+            print(f"  {name:68s} {us:8.1f}")
         if args.json:
             args.json.write_text(json.dumps(_jsonable(res), indent=1))
         return
