@@ -233,9 +233,10 @@ def table(home: Home, result: Path) -> None:
               help="Comma-separated baselines measured beside the model ('' for none).")
 @click.option("--max-queries", type=int, default=None, help="At most this many queries per task.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=RESULTS_DIR,
-              show_default=True, help="Folder for quality.json and quality.md.")
+              show_default=True, help="Folder for <name>.json and <name>.md.")
+@click.option("--name", default="quality", show_default=True, help="File name stem of the results.")
 def quality(home: Home, checkpoint: str | None, tasks: tuple[str, ...], baselines: str, max_queries: int | None,
-            out_dir: Path) -> None:
+            out_dir: Path, name: str) -> None:
     """Retrieval quality (Recall@10, nDCG@10, MRR per task and language) of the model and its baselines.
 
     Runs the encoders' evaluation (the one behind `encoders evaluate`) over every data set imported into the
@@ -249,7 +250,8 @@ def quality(home: Home, checkpoint: str | None, tasks: tuple[str, ...], baseline
 
     names = tuple(b.strip() for b in baselines.split(",") if b.strip())
     try:
-        _, json_path, md_path = quality_benchmark(home, checkpoint, out_dir, list(tasks) or None, names, max_queries)
+        _, json_path, md_path = quality_benchmark(home, checkpoint, out_dir, list(tasks) or None, names, max_queries,
+                                                  name=name)
     except (OmniSearchError, BenchmarkError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(md_path.read_text())

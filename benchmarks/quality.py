@@ -27,14 +27,16 @@ def quality_benchmark(
     baselines: tuple[str, ...] = BASELINES,
     max_queries: int | None = None,
     progress: bool = True,
+    name: str = "quality",
 ) -> tuple[dict[str, Any], Path, Path]:
-    """Run the evaluation over the home's catalog; write quality.json and quality.md into `out_dir`.
+    """Run the evaluation over the home's catalog; write <name>.json and <name>.md into `out_dir`.
 
     Args:
         checkpoint: model directory (None: the latest under the home's checkpoints).
         tasks: keep tasks whose name contains one of these strings.
         baselines: baseline systems measured in the same run.
         max_queries: at most this many queries per task.
+        name: file name stem of the results (one per evaluated checkpoint, e.g. quality-full).
     """
     try:
         from encoders.evaluate import markdown, run_evaluation
@@ -51,8 +53,8 @@ def quality_benchmark(
                              progress=progress)
     data = {"kind": "quality", "date": started, "command": command_line(), "home": str(home.root),
             "checkpoint": checkpoint, "machine": machine_info(), "results": results}
-    json_path = write_json(out_dir / "quality.json", data)
-    md_path = out_dir / "quality.md"
+    json_path = write_json(out_dir / f"{name}.json", data)
+    md_path = out_dir / f"{name}.md"
     tmp = md_path.with_name(md_path.name + ".tmp")
     tmp.write_text(f"Quality, {started[:10]}: `{data['command']}`\n\n{markdown(results)}")
     tmp.replace(md_path)

@@ -19,7 +19,6 @@ from numpy.typing import NDArray
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from catalog import TEXT_FIELDS
 from encoders.backbones import Backbone, cache_root
 from encoders.config import ModelConfig, model_config_from_dict, to_dict
 from encoders.entity import EntityEncoder
@@ -186,7 +185,7 @@ class OmniSearchSage(nn.Module):
             raise UnknownSpace("this model has no text_input")
         from encoders.baselines import cached_passages
 
-        texts = [passage_text(r, TEXT_FIELDS) for r in rows]  # all content, whatever the bag reads
+        texts = [passage_text(r, self.cfg.entity.fields) for r in rows]  # the fields the bags read too
         return cached_passages(self.passage, texts, self.passage_cache_dir, progress)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ files
