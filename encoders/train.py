@@ -59,6 +59,11 @@ class TaskSampler:
         self.pos = 0
         self.epoch = 0
 
+    @property
+    def epochs(self) -> float:
+        """Passes over the pairs so far (fractional)."""
+        return self.epoch + self.pos / max(1, self.n)
+
     def take(self, k: int) -> np.ndarray:
         out: list[int] = []
         while len(out) < k:
@@ -319,25 +324,31 @@ class Trainer:
         inverse[torch.tensor(order)] = torch.arange(len(order))
         return pooled[inverse]
 
+    def active_tasks(self) -> list[TaskData]:
+        """The tasks still in the batch mix (all of them unless `train.max_epochs` caps their passes)."""
+        cap = self.cfg.train.max_epochs
+        return [t for t in self.tasks if not cap or self.samplers[t.name].epochs < cap]
+
     def train_step(self) -> dict[str, float]:
         tc, lc = self.cfg.train, self.cfg.loss
-        alloc = allocate(tc.batch_size, {t.name: t.weight for t in self.tasks})
+        tasks = self.active_tasks()
+        alloc = allocate(tc.batch_size, {t.name: t.weight for t in tasks})
         picked: dict[str, list[tuple[str, str]]] = {}
-        for task in self.tasks:
+        for task in tasks:
             idx = self.samplers[task.name].take(alloc[task.name])
             picked[task.name] = [task.pairs[i] for i in idx]
         # One backbone pass for every query of the step (and the query targets of query->query).
         need = sorted({q for pairs in picked.values() for q, _ in pairs}
-                      | {x for t in self.tasks if t.target == "query" for _, x in picked[t.name]})
+                      | {x for t in tasks if t.target == "query" for _, x in picked[t.name]})
         row_of = {q: i for i, q in enumerate(need)}
         clock = time.perf_counter()
         pooled = self._pooled(need)  # (U, h)
         qvec = self.model.query.project(pooled)  # (U, D)
         clock = self._tick("query_forward", clock)
         total = torch.zeros(())
-        weight_sum = sum(t.weight for t in self.tasks)
+        weight_sum = sum(t.weight for t in tasks)
         logs: dict[str, float] = {}
-        for task in self.tasks:
+        for task in tasks:
             pairs = picked[task.name]
             qrows = torch.tensor([row_of[q] for q, _ in pairs])
             q_keys = keys_of([q for q, _ in pairs])
@@ -485,7 +496,17 @@ class Trainer:
         bar = tqdm(total=tc.steps, initial=self.step, desc="training", disable=not self.progress)
         ema: dict[str, float] = {}
         done_in_call = 0
+        left = {t.name for t in self.active_tasks()}
         while self.step < tc.steps and self.train_seconds < tc.time_limit_s:
+            active = {t.name for t in self.active_tasks()}
+            for name in sorted(left - active):
+                log.info("task %s leaves the mix at step %d (%g passes over its pairs)", name, self.step,
+                         tc.max_epochs)
+            left = active
+            if not active:
+                log.info("every task has had %g passes over its pairs: stopping at step %d", tc.max_epochs,
+                         self.step)
+                break
             t0, c0 = time.perf_counter(), time.process_time()
             logs = self.train_step()
             self.train_seconds += time.perf_counter() - t0
@@ -525,6 +546,7 @@ class Trainer:
                 "threads": tc.threads,
                 "phase_seconds": {k: round(v, 1) for k, v in self.phase_seconds.items()},
                 "tasks": {t.name: len(t.pairs) for t in self.tasks},
+                "task_epochs": {t.name: round(self.samplers[t.name].epochs, 2) for t in self.tasks},
                 "dev_history": history,
                 "catalog": str(self.home.catalog_db),
                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -80,3 +80,19 @@ def test_grades_tasks_and_skipped_tasks(tiny_home: Home, caplog: pytest.LogCaptu
     assert "task query->product skipped: weight 0" in caplog.text
     assert "task query->legacy-toy skipped: no train pairs" in caplog.text
     assert all(len(v) <= 32 for v in enrich.values())
+
+
+def test_max_epochs_takes_exhausted_tasks_out_of_the_mix(tiny_home: Home, caplog: pytest.LogCaptureFixture) -> None:
+    cfg = tiny_config(steps=500, max_epochs=2.0)
+    trainer = Trainer(tiny_home, cfg, progress=False)
+    with caplog.at_level(logging.INFO):
+        result = trainer.run()
+    sizes = result.tasks
+    assert result.steps < 500  # stopped because every task had its passes, not at the step budget
+    assert f"stopping at step {result.steps}" in caplog.text
+    for name, n in sizes.items():
+        epochs = trainer.samplers[name].epochs
+        # a task is only sampled while below the cap, so it overshoots by at most one step's share
+        assert 2.0 <= epochs <= 2.0 + cfg.train.batch_size / n, (name, epochs, n)
+        assert f"task {name} leaves the mix" in caplog.text
+    assert result.pairs == sum(trainer.samplers[t].epoch * n + trainer.samplers[t].pos for t, n in sizes.items())
