@@ -172,6 +172,7 @@ class Trainer:
         self.state_cache: dict[str, torch.Tensor] = {}  # query -> (tokens, h) output of the frozen blocks
         self.phase_seconds: dict[str, float] = {}  # where training time goes (recorded in config.json)
         self.pairs_seen = 0
+        self.best: dict[str, Any] | None = None  # keep_best: {"step", "score", "weights"} of the best dev check
         self.train_seconds = 0.0
         self.train_cpu_seconds = 0.0  # CPU time of all threads: the yardstick when other jobs share the cores
         if self.resumed:
@@ -443,6 +444,16 @@ class Trainer:
                      entry["nDCG@10"], entry["Recall@10"], entry["MRR@10"])
         return result
 
+    def _remember_if_best(self, dev: dict[str, Any]) -> None:
+        """keep_best: copy the weights when this dev check beats every earlier one."""
+        score = dev_score(dev)
+        if not self.cfg.train.keep_best or math.isnan(score):
+            return
+        if self.best is None or score > self.best["score"]:
+            frozen = {n for n, p in self.model.named_parameters() if not p.requires_grad}  # never change
+            weights = {k: v.detach().clone() for k, v in self.model.state_dict().items() if k not in frozen}
+            self.best = {"step": self.step, "score": score, "weights": weights}
+
     def _save_state(self) -> None:
         tmp = self.resume_dir.with_name(self.resume_dir.name + ".tmp")
         if tmp.exists():
@@ -460,6 +471,7 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(),
                 "losses": self.losses.state_dict(),
                 "samplers": self.samplers,
+                "best": self.best,
                 "neg_rng": self.neg_rng,
                 "torch_rng": torch.get_rng_state(),
             },
@@ -478,6 +490,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.losses.load_state_dict(state["losses"])
         self.samplers = state["samplers"]
+        self.best = state.get("best")
         self.neg_rng = state["neg_rng"]
         torch.set_rng_state(state["torch_rng"])
         self.step, self.pairs_seen = int(state["step"]), int(state["pairs_seen"])
@@ -519,6 +532,7 @@ class Trainer:
             if tc.eval_every and self.step % tc.eval_every == 0 and self.step < tc.steps:
                 dev = self.evaluate_dev(tc.eval_max_queries)
                 history.append({"step": self.step, **_summary(dev)})
+                self._remember_if_best(dev)
             if stop_after is not None and done_in_call >= stop_after:
                 self._save_state()
                 bar.close()
@@ -529,14 +543,21 @@ class Trainer:
         bar.close()
         if self.step < tc.steps:
             log.warning("time limit %.0f s reached at step %d of %d", tc.time_limit_s, self.step, tc.steps)
-        if tc.final_eval:
+        if tc.final_eval or (tc.keep_best and self.best is not None):
             dev = self.evaluate_dev(tc.eval_max_queries)
             history.append({"step": self.step, **_summary(dev)})
+        kept = self.step
+        if tc.keep_best and self.best is not None and dev_score(dev) < self.best["score"]:
+            self.model.load_state_dict(self.best["weights"], strict=False)  # frozen weights are still in place
+            kept = int(self.best["step"])
+            log.info("keeping the weights of step %d (dev nDCG@10 mean %.4f; %.4f at step %d)", kept,
+                     self.best["score"], dev_score(dev), self.step)
         pps = self.pairs_seen / self.train_seconds if self.train_seconds else 0.0
         record = {
             "training": {
                 "config": to_dict(self.cfg),
                 "steps": self.step,
+                "kept_step": kept,
                 "pairs": self.pairs_seen,
                 "train_seconds": round(self.train_seconds, 1),
                 "train_cpu_seconds": round(self.train_cpu_seconds, 1),
@@ -561,6 +582,12 @@ class Trainer:
         self.cat.close()
         return TrainResult(self.out, ckpt, self.step, self.pairs_seen, self.train_seconds, self.prep_seconds, pps,
                            {t.name: len(t.pairs) for t in self.tasks}, dev)
+
+
+def dev_score(result: dict[str, Any]) -> float:
+    """The early-stopping criterion: mean nDCG@10 over the evaluated dev tasks (NaN when nothing was measured)."""
+    scores = [entry["nDCG@10"] for entry in result.get("tasks", {}).values() if "nDCG@10" in entry]
+    return sum(scores) / len(scores) if scores else float("nan")
 
 
 def _summary(result: dict[str, Any]) -> dict[str, Any]:

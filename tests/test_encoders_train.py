@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
 import pytest
+import torch
 from encoders_fixtures import tiny_catalog, tiny_config
 
 import encoders
 from catalog import Catalog, Home
 from encoders.data import engaged_queries, is_positive, load_tasks
-from encoders.train import Trainer, allocate
+from encoders.evaluate import dev_tasks, evaluate_system
+from encoders.retrieval import Pools
+from encoders.systems import ModelRetriever
+from encoders.train import Trainer, allocate, dev_score
 
 TEXTS = ["iphone charger", "¿qué es un gato doméstico?", "star at the center"]
 
@@ -96,3 +101,33 @@ def test_max_epochs_takes_exhausted_tasks_out_of_the_mix(tiny_home: Home, caplog
         assert 2.0 <= epochs <= 2.0 + cfg.train.batch_size / n, (name, epochs, n)
         assert f"task {name} leaves the mix" in caplog.text
     assert result.pairs == sum(trainer.samplers[t].epoch * n + trainer.samplers[t].pos for t, n in sizes.items())
+
+
+class DivergingTrainer(Trainer):
+    """Scrambles the entity tower after step 2, as a run that diverges would."""
+
+    def train_step(self) -> dict[str, float]:
+        logs = super().train_step()
+        if self.step > 2:
+            with torch.no_grad():
+                for p in self.model.entity.parameters():
+                    p.add_(torch.randn_like(p))
+        return logs
+
+
+def test_keep_best_restores_the_weights_of_the_best_dev_check(tiny_home: Home) -> None:
+    cfg = tiny_config(steps=6, eval_every=2, eval_max_queries=0, keep_best=True)
+    result = DivergingTrainer(tiny_home, cfg, out=tiny_home.checkpoints / "best", progress=False).run()
+    record = json.loads((result.out / "config.json").read_text())["training"]
+    history = record["dev_history"]
+    assert [h["step"] for h in history] == [2, 4, 6]
+    scores = {h["step"]: dev_score({"tasks": {k: v for k, v in h.items() if k != "step"}}) for h in history}
+    assert scores[2] > max(scores[4], scores[6])
+    assert record["kept_step"] == 2 and record["steps"] == 6
+    # the saved model scores what step 2 scored, not what the last step did
+    model = encoders.load(result.out)
+    with Catalog(tiny_home.catalog_db, read_only=True) as cat:
+        tasks = dev_tasks(cat, cfg.train.min_relative_grade, None)
+        pools = Pools(cat)
+        again = evaluate_system(ModelRetriever(model, pools), tasks, pools)
+    assert dev_score(again) == pytest.approx(scores[2], abs=1e-3)
