@@ -28,6 +28,9 @@ class EngineConfig:
     metrics_host: str = "127.0.0.1"  # address of the metrics HTTP server
     workers: int = 48  # gRPC handler threads; must exceed the concurrency that should share encoder batches
     max_concurrent_rpcs: int | None = 512  # more RPCs in flight than this are refused with RESOURCE_EXHAUSTED
+    request_cpus: int = 1  # CPUs the gRPC threads (handlers and the poller) run on, the last ones the process
+    # may use; 0 lets them run anywhere. They take turns on the GIL, and handing it between cores costs more
+    # than the overlap buys (BENCHMARKS.md, Server); the encoder thread keeps every CPU
     torch_threads: int = 1  # intra-op threads of the encoder; 1 leaves a core to gRPC (BENCHMARKS.md, Server)
     faiss_threads: int = 1  # OpenMP threads of faiss; single-query searches lose time to thread wake-ups
     shard_threads: int = 0  # pool that searches an index's shards in parallel; 0 searches them in the request
@@ -62,8 +65,8 @@ class EngineConfig:
             raise EngineError("cache_ttl_s, batch_max_wait_ms and poll_interval_s must be >= 0")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise EngineError("TLS needs both tls_cert and tls_key")
-        if self.shard_threads < 0:
-            raise EngineError("shard_threads must be >= 0")
+        if self.shard_threads < 0 or self.request_cpus < 0:
+            raise EngineError("shard_threads and request_cpus must be >= 0")
         if self.overfetch < 1:
             raise EngineError("overfetch must be >= 1")
 

@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -27,12 +28,13 @@ from engine.errors import DeadlineExceeded, InvalidRequest, TextQueriesUnsupport
 from engine.generations import GenerationManager, ReloadOutcome
 from engine.metrics import EngineMetrics
 from engine.serving import Serving
-from engine.validate import check_filters, check_k, check_vector, normalise_text
+from engine.validate import check_filters, check_k, normalise_text, query_matrix
 
 log = logging.getLogger(__name__)
 
 
 NO_FIELDS: Mapping[str, str] = MappingProxyType({})  # shared by every hit without display fields
+NO_FILTER: frozenset[str] = frozenset()
 
 
 class Hit(NamedTuple):
@@ -164,16 +166,17 @@ class Engine:
                 f"generation {serving.generation} was built from user vectors without an encoder checkpoint; "
                 "send a vector query instead of text"
             )
-        if space not in model.spaces:
+        if space not in serving.spaces:
             raise TextQueriesUnsupported(
                 f"the encoder {model.checkpoint_id} has no query head for space {space!r}; "
-                f"it has {sorted(model.spaces)}"
+                f"it has {sorted(serving.spaces)}"
             )
         t0 = time.perf_counter()
         keys = [(model.checkpoint_id, space, text) for text in texts]
         found = [self.cache.get(key) for key in keys]
         missing = [i for i, vec in enumerate(found) if vec is None]
-        self.metrics.cache_hit.inc(len(texts) - len(missing))
+        if len(missing) < len(texts):
+            self.metrics.cache_hit.inc(len(texts) - len(missing))
         if missing:
             self.metrics.cache_miss.inc(len(missing))
             _remaining(deadline, "encoding")
@@ -183,8 +186,11 @@ class Engine:
                 found[i] = vecs[j]
                 self.cache.put(keys[i], vecs[j])
         t.cache_hit = not missing
-        t.embed_ms = _ms(time.perf_counter() - t0)
-        self.metrics.stage_embed.observe(t.embed_ms / 1000.0)
+        embed_s = time.perf_counter() - t0
+        t.embed_ms = embed_s * 1000.0
+        self.metrics.stage_embed.observe(embed_s)
+        if len(found) == 1 and found[0] is not None:  # a Search: a (1, dim) view, no stacking
+            return found[0].reshape(1, -1).astype(np.float32, copy=False)  # (1, dim)
         return np.stack([v for v in found if v is not None]).astype(np.float32, copy=False)  # (n, dim)
 
     def embed(self, texts: Sequence[str], space: str = "model", deadline: float | None = None) -> EmbedResult:
@@ -198,8 +204,8 @@ class Engine:
         space = space or "model"
         t = Timings()
         with self.generations.acquire() as serving:
-            if serving.model is not None and space not in serving.model.spaces:
-                raise InvalidRequest(f"unknown space {space!r}; the encoder has {sorted(serving.model.spaces)}")
+            if serving.model is not None and space not in serving.spaces:
+                raise InvalidRequest(f"unknown space {space!r}; the encoder has {sorted(serving.spaces)}")
             vecs = self._embed(serving, space, norm, deadline, t)
             t.total_ms = _ms(time.perf_counter() - t0)
             return EmbedResult(vecs, serving.generation, serving.checkpoint_id, t)
@@ -226,56 +232,69 @@ class Engine:
         t0 = time.perf_counter()
         if (text is None) == (vector is None):
             raise InvalidRequest("give exactly one of text or vector")
-        check_k(k, self.config.max_k)
+        if not 0 < k <= self.config.max_k:
+            check_k(k, self.config.max_k)  # raises with the message
         if ef < 0 or nprobe < 0:
             raise InvalidRequest("ef and nprobe must be >= 0 (0 keeps the index default)")
         norm = normalise_text(text, self.config.max_text_chars) if text is not None else None
         t = Timings()
-        with self.generations.acquire() as serving:
+        # hold/release rather than `with acquire()`: this is the hottest path of the server, and a generator
+        # context manager costs more than the rest of the bookkeeping of a vector query together.
+        serving = self.generations.hold()
+        try:
             record = serving.record.indices.get(index)
             if record is None:
                 raise InvalidRequest(f"unknown index {index!r}; this generation has {sorted(serving.indices)}")
             idx = serving.indices[index]
             index_kind = record.entity_kind or ("query" if index == "queries" else None)
-            hyd = serving.hydrator
-            ks, ls = check_filters(
-                kinds, languages,
-                hyd.kinds if hyd else None, hyd.languages if hyd else None,
-                index_kind, index,
-            )
+            ks = ls = NO_FILTER
+            if kinds or languages:
+                hyd = serving.hydrator
+                ks, ls = check_filters(
+                    kinds, languages,
+                    hyd.kinds if hyd else None, hyd.languages if hyd else None,
+                    index_kind, index,
+                )
             if norm is not None:
                 xq = self._embed(serving, record.space, [norm], deadline, t)  # (1, dim)
             elif vector is not None:
-                xq = check_vector(vector, idx.dim, index)  # (1, dim)
+                xq = query_matrix(vector, idx.dim, index)  # (1, dim); NaN/inf are refused by the index search
             else:  # unreachable after the check above; keeps the types narrow
                 raise InvalidRequest("give exactly one of text or vector")
-            _remaining(deadline, "the index search")
-            fetch = k * self.config.overfetch if (ks or ls) else k
-            params: dict[str, int] = {}
-            if ef:
-                params["ef"] = ef
-            if nprobe:
-                params["nprobe"] = nprobe
+            if deadline is not None and time.monotonic() >= deadline:
+                raise DeadlineExceeded("deadline passed before the index search")
+            filtered = bool(ks or ls)
+            fetch = k * self.config.overfetch if filtered else k
+            params: dict[str, int] | None = None
+            if ef or nprobe:
+                params = {name: v for name, v in (("ef", ef), ("nprobe", nprobe)) if v}
             t1 = time.perf_counter()
             try:
-                scores_nq, ids_nq = idx.search(xq, fetch, params or None)  # (1, kk), [kk ids]
-                scores, ids = scores_nq[0], ids_nq[0]
+                scores_nq, ids_nq = idx.search(xq, fetch, params)  # (1, kk), [kk ids]
             except (DimensionMismatch, InvalidVector) as err:
                 raise InvalidRequest(str(err)) from err
             except Exception as err:
                 if type(err).__name__ == "InvalidParameter":  # indexer.errors, imported lazily
                     raise InvalidRequest(f"index {index!r}: {err}") from err
                 raise
-            t.search_ms = _ms(time.perf_counter() - t1)
-            self.metrics.stage_search.observe(t.search_ms / 1000.0)
-            pairs = list(zip(ids, scores[: len(ids)].tolist(), strict=True))
-            hits = self._finish(pairs, k, ks, ls, include_fields, index_kind, serving, deadline, t)
-            t.total_ms = _ms(time.perf_counter() - t0)
+            search_s = time.perf_counter() - t1
+            t.search_ms = search_s * 1000.0
+            self.metrics.stage_search.observe(search_s)
+            ids = ids_nq[0]
+            scores = scores_nq[0, : len(ids)].tolist()
+            if filtered or (include_fields and serving.hydrator is not None):
+                hits = self._finish(ids, scores, k, ks, ls, include_fields, index_kind, serving, deadline, t)
+            else:  # the common case: no catalog lookups, hits straight from the index (at most k of them)
+                hits = list(map(Hit._make, zip(ids, scores, repeat(index_kind or ""), repeat(NO_FIELDS))))
+            t.total_ms = (time.perf_counter() - t0) * 1000.0
             return SearchResult(hits, serving.generation, serving.checkpoint_id if norm else "", index, t)
+        finally:
+            self.generations.release(serving)
 
     def _finish(
         self,
-        pairs: list[tuple[str, float]],
+        ids: list[str],
+        scores: list[float],
         k: int,
         ks: frozenset[str],
         ls: frozenset[str],
@@ -285,15 +304,16 @@ class Engine:
         deadline: float | None,
         t: Timings,
     ) -> list[Hit]:
-        """Filter, cut to k and hydrate; catalog lookups only when filters or fields ask for them."""
-        if not (ks or ls or include_fields) or serving.hydrator is None:
-            return [Hit(str(i), s, index_kind or "") for i, s in pairs[:k]]
+        """Filter, cut to k and hydrate from the catalog (filters or display fields asked for)."""
+        hydrator = serving.hydrator
+        if hydrator is None:  # no catalog: only unfiltered hits without fields get here
+            return [Hit(i, s, index_kind or "") for i, s in zip(ids[:k], scores[:k], strict=True)]
         _remaining(deadline, "the catalog lookup")
         t2 = time.perf_counter()
-        rows = serving.hydrator.lookup([str(i) for i, _ in pairs], queries_first=index_kind == "query")
+        rows = hydrator.lookup(list(ids), queries_first=index_kind == "query")
         hits: list[Hit] = []
-        for i, s in pairs:
-            row = rows.get(str(i))
+        for i, s in zip(ids, scores, strict=True):
+            row = rows.get(i)
             if ks or ls:
                 if row is None:
                     continue  # not in the catalog: its kind and language are unknown
@@ -302,8 +322,8 @@ class Engine:
                 if ls and row.get("lang") not in ls:
                     continue
             kind = index_kind or (str(row.get("kind") or "") if row else "")
-            fields = serving.hydrator.display_fields(row) if include_fields and row else NO_FIELDS
-            hits.append(Hit(str(i), s, kind, fields))
+            fields = hydrator.display_fields(row) if include_fields and row else NO_FIELDS
+            hits.append(Hit(i, s, kind, fields))
             if len(hits) == k:
                 break
         t.hydrate_ms = _ms(time.perf_counter() - t2)

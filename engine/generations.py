@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from engine.affinity import pin_thread
 from engine.batcher import MicroBatcher
 from engine.config import EngineConfig
 from engine.errors import DeadlineExceeded, GenerationLoadFailed, ManifestUnavailable, NotServing, Overloaded
@@ -40,8 +42,9 @@ def _now() -> str:
 class GenerationManager:
     """Owns the reference to the served generation and every change to it.
 
-    Reads are `with manager.acquire() as serving:`; the reference and its refcount change under one short
-    lock, so a generation is closed only after the last request that picked it up has finished.
+    Reads are `with manager.acquire() as serving:` (or `hold` and `release`); the reference and its refcount
+    change under one short lock, so a generation is closed only after the last request that picked it up has
+    finished.
     """
 
     def __init__(
@@ -68,15 +71,18 @@ class GenerationManager:
         self.swaps = 0
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
+        # Shard searches run outside the GIL: their pool keeps every CPU this process may use, even though the
+        # gRPC threads that start its threads are pinned (engine.affinity).
+        every_cpu = frozenset(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
         self._shard_pool = (
-            ThreadPoolExecutor(config.shard_threads, thread_name_prefix="shard-search")
+            ThreadPoolExecutor(config.shard_threads, thread_name_prefix="shard-search", initializer=pin_thread,
+                               initargs=(every_cpu,))
             if config.shard_threads > 0 else None
         )
 
     # ------------------------------------------------------------------ request side
-    @contextlib.contextmanager
-    def acquire(self) -> Iterator[Serving]:
-        """The served generation, held for the duration of the block.
+    def hold(self) -> Serving:
+        """The served generation with one more reference; give it back with `release` (try/finally).
 
         Raises:
             NotServing: nothing is loaded yet.
@@ -86,12 +92,10 @@ class GenerationManager:
             if serving is None:
                 raise NotServing("no index generation is loaded yet; publish one with `indexer rebuild`")
             serving.refs += 1
-        try:
-            yield serving
-        finally:
-            self._release(serving)
+        return serving
 
-    def _release(self, serving: Serving) -> None:
+    def release(self, serving: Serving) -> None:
+        """Drop a reference taken by `hold`; the last one out closes a retired generation."""
         with self._lock:
             serving.refs -= 1
             done = serving.retired and serving.refs == 0
@@ -99,6 +103,19 @@ class GenerationManager:
                 self._draining.remove(serving)
         if done:
             serving.close()
+
+    @contextlib.contextmanager
+    def acquire(self) -> Iterator[Serving]:
+        """The served generation, held for the duration of the block (`hold` and `release` around it).
+
+        Raises:
+            NotServing: nothing is loaded yet.
+        """
+        serving = self.hold()
+        try:
+            yield serving
+        finally:
+            self.release(serving)
 
     def set_listener(self, on_change: Callable[[Serving | None], None] | None) -> None:
         """Called after every swap with the new generation (the server flips its health status)."""

@@ -20,6 +20,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from engine.affinity import pin_thread, request_cpu_set
 from engine.config import EngineConfig
 from engine.core import Engine
 from engine.servicer import ADMIN_SERVICE, SEARCH_SERVICE, AdminAuth, AdminServicer, SearchServicer
@@ -42,12 +43,20 @@ class EngineServer(grpc.Server):
     """
 
     def __init__(
-        self, inner: grpc.Server, engine: Engine, health_servicer: health.HealthServicer, port: int
+        self,
+        inner: grpc.Server,
+        engine: Engine,
+        health_servicer: health.HealthServicer,
+        port: int,
+        request_cpus: frozenset[int] | None = None,
+        pool: futures.ThreadPoolExecutor | None = None,
     ) -> None:
         self._inner = inner
+        self._pool = pool  # the handler threads, ended once the server has stopped
         self.engine = engine
         self.health = health_servicer
         self.port = port
+        self.request_cpus = request_cpus  # CPUs of the gRPC threads (None: not pinned)
         self.metrics_port: int | None = None
         self._stopped = threading.Event()
         self._stopping = False
@@ -69,7 +78,12 @@ class EngineServer(grpc.Server):
         cfg = self.engine.config
         if cfg.metrics_port:
             self.metrics_port = self.engine.metrics.serve_http(max(cfg.metrics_port, 0), cfg.metrics_host)
+        before = {t.ident for t in threading.enumerate()}
         self._inner.start()
+        # grpc starts its poller thread here (the handler threads pin themselves as the pool creates them).
+        for t in threading.enumerate():
+            if t.ident not in before and t.native_id is not None:
+                pin_thread(self.request_cpus, t.native_id)
         self.engine.start()
         log.info("engine listening on %s:%d", cfg.host, self.port)
 
@@ -88,6 +102,8 @@ class EngineServer(grpc.Server):
 
         def finish() -> None:
             done.wait()
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)
             self.engine.stop()
             self.engine.metrics.close()
             self._stopped.set()
@@ -114,8 +130,12 @@ def create_server(config: EngineConfig) -> tuple[EngineServer, int]:
     """
     engine = Engine(config)
     token = config.resolve_admin_token(create=True)
+    cpus = request_cpu_set(config.request_cpus)
+    pool = futures.ThreadPoolExecutor(
+        max_workers=config.workers, thread_name_prefix="grpc-worker", initializer=pin_thread, initargs=(cpus,)
+    )
     inner = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="grpc-worker"),
+        pool,
         maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         options=[
             ("grpc.max_receive_message_length", MESSAGE_LIMIT),
@@ -149,7 +169,7 @@ def create_server(config: EngineConfig) -> tuple[EngineServer, int]:
     if port == 0:
         engine.batcher.stop()
         raise OSError(f"cannot listen on {address} (in use, or not an address of this machine): {reason}")
-    server = EngineServer(inner, engine, health_servicer, port)
+    server = EngineServer(inner, engine, health_servicer, port, cpus, pool)
     server.set_serving(False)
     health_servicer.set(ADMIN_SERVICE, SERVING)  # Admin answers (e.g. Status) before anything is loaded
 

@@ -52,9 +52,14 @@ def status_of(err: Exception) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+# gRPC reports about 9.2e18 s left when the client set no deadline; waits that long overflow the platform's
+# time_t (a text query would fail while waiting for the encoder), so anything beyond a year means none.
+_NO_DEADLINE_S = 365 * 24 * 3600.0
+
+
 def _deadline(context: grpc.ServicerContext) -> float | None:
     left = context.time_remaining()
-    return None if left is None else time.monotonic() + left
+    return None if left is None or left > _NO_DEADLINE_S else time.monotonic() + left
 
 
 def timings_pb(t: Timings) -> pb.Timings:
@@ -65,14 +70,17 @@ def timings_pb(t: Timings) -> pb.Timings:
 
 
 def search_response(res: SearchResult) -> pb.SearchResponse:
-    # Hits are appended in place: half the cost of building pb.Hit objects and handing over a list.
+    # Hits are appended in place: half the cost of building pb.Hit objects and handing over a list; fields
+    # left at their defaults are not passed at all.
     out = pb.SearchResponse(generation=res.generation, checkpoint_id=res.checkpoint_id, index=res.index)
     add = out.hits.add
     for h in res.hits:
         if h.fields:
             add(id=h.id, score=h.score, kind=h.kind, fields=h.fields)
-        else:
+        elif h.kind:
             add(id=h.id, score=h.score, kind=h.kind)
+        else:
+            add(id=h.id, score=h.score)
     t, ot = res.timings, out.timings
     ot.embed_ms, ot.search_ms, ot.hydrate_ms, ot.total_ms = t.embed_ms, t.search_ms, t.hydrate_ms, t.total_ms
     ot.cache_hit, ot.batch_size = t.cache_hit, t.batch_size
@@ -122,9 +130,20 @@ class _Calls:
     def label(self, index: str) -> str:
         # Bounded label values: names a client made up all count as "unknown".
         cur = self.engine.generations.current
-        if cur is not None and (index in cur.indices or (cur.model is not None and index in cur.model.spaces)):
+        if cur is not None and (index in cur.indices or index in cur.spaces):
             return index
         return "unknown" if index else "-"
+
+    def abort(self, method: str, context: grpc.ServicerContext, err: Exception) -> grpc.StatusCode:
+        """Abort the call with the status code of `err` (never returns: `context.abort` raises)."""
+        code = status_of(err)
+        if code is grpc.StatusCode.INTERNAL:
+            log.exception("%s failed", method)
+            message = f"internal error: {type(err).__name__}: {err}"
+        else:
+            message = str(err)
+        context.abort(code, message)
+        return code  # unreachable with a real context
 
     def run(self, method: str, index: str, context: grpc.ServicerContext, body: Callable[[], R]) -> R:
         t0 = time.perf_counter()
@@ -134,12 +153,7 @@ class _Calls:
             return body()
         except Exception as err:
             code = status_of(err)
-            if code is grpc.StatusCode.INTERNAL:
-                log.exception("%s failed", method)
-                message = f"internal error: {type(err).__name__}: {err}"
-            else:
-                message = str(err)
-            context.abort(code, message)
+            self.abort(method, context, err)
             raise  # unreachable: abort raises
         finally:
             self.metrics.in_flight.dec()
@@ -152,29 +166,46 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         self.calls = _Calls(engine)
 
     def Search(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> pb.SearchResponse:
+        # The body of `_Calls.run`, inlined: Search is the call that runs thousands of times a second, and the
+        # server holds the GIL for every line of Python here.
         t0 = time.perf_counter()
-
-        def body() -> pb.SearchResponse:
+        calls = self.calls
+        metrics = calls.metrics
+        code = grpc.StatusCode.OK
+        metrics.in_flight.inc()
+        try:
             which = request.WhichOneof("query")
             if which is None:
                 raise InvalidRequest("set either text or vector")
+            kinds: list[str] = []
+            languages: list[str] = []
+            if request.HasField("filters"):
+                kinds, languages = list(request.filters.kinds), list(request.filters.languages)
+            ef = nprobe = 0
+            if request.HasField("params"):
+                ef, nprobe = request.params.ef, request.params.nprobe
             res = self.engine.search(
                 index=request.index,
                 k=request.k,
                 text=request.text if which == "text" else None,
                 vector=vector_array(request.vector) if which == "vector" else None,
-                kinds=list(request.filters.kinds),
-                languages=list(request.filters.languages),
-                ef=request.params.ef,
-                nprobe=request.params.nprobe,
+                kinds=kinds,
+                languages=languages,
+                ef=ef,
+                nprobe=nprobe,
                 include_fields=request.include_fields,
                 deadline=_deadline(context),
             )
             out = search_response(res)
             out.timings.total_ms = (time.perf_counter() - t0) * 1000.0
             return out
-
-        return self.calls.run("Search", request.index, context, body)
+        except Exception as err:
+            code = status_of(err)
+            calls.abort("Search", context, err)
+            raise  # unreachable: abort raises
+        finally:
+            metrics.in_flight.dec()
+            metrics.observe_call("Search", calls.label(request.index), code.name, time.perf_counter() - t0)
 
     def Embed(self, request: pb.EmbedRequest, context: grpc.ServicerContext) -> pb.EmbedResponse:
         def body() -> pb.EmbedResponse:

@@ -41,10 +41,15 @@ class Serving:
     indices: dict[str, ShardedIndex]
     hydrator: Hydrator | None  # None when the catalog is absent or hydration is off
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    # The encoder's spaces (name -> dim), read once: the encoder computes them on every access.
+    spaces: dict[str, int] = field(init=False)
     refs: int = 0
     retired: bool = False
     closed: bool = False
     _close_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        self.spaces = dict(self.model.spaces) if self.model is not None else {}
 
     @property
     def generation(self) -> int:

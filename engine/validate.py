@@ -55,6 +55,21 @@ def check_vector(values: Sequence[float] | NDArray[Any], dim: int, index: str) -
     return xq
 
 
+def query_matrix(values: Sequence[float] | NDArray[Any], dim: int, index: str) -> NDArray[np.float32]:
+    """The query vector as float32 (1, dim), its dimension checked; NaN and infinity are left to the index.
+
+    Every index search checks its queries for NaN and infinity (`indexer.backends.base.as_vectors`) and the
+    engine turns that error into INVALID_ARGUMENT, so checking here as well would scan each query twice.
+
+    Raises:
+        InvalidRequest: wrong dimension.
+    """
+    xq = np.asarray(values, dtype=np.float32).reshape(1, -1)  # (1, d)
+    if xq.shape[1] != dim:
+        raise InvalidRequest(f"index {index!r} has dimension {dim}, the vector has {xq.shape[1]}")
+    return xq
+
+
 def check_filters(
     kinds: Sequence[str],
     languages: Sequence[str],

@@ -179,6 +179,15 @@ def test_deadline_exceeded_while_waiting_for_the_encoder(deployment: Deployment)
         assert ok.hits
 
 
+def test_a_text_miss_without_a_client_deadline_is_answered(deployment: Deployment) -> None:
+    # A client that sets no deadline (grpcurl, a bare stub) still waits for the encoder, not an error.
+    from protos.omnisearch.v1 import omnisearch_pb2 as pb
+
+    with running_server(loopback_config(deployment.home)) as (_, client):
+        res = client.search_stub.Search(pb.SearchRequest(text="a text no one sent before", index="pins", k=2))
+        assert len(res.hits) == 2 and not res.timings.cache_hit and res.timings.batch_size >= 1
+
+
 def test_generation_and_encoder_swap_together(deployment: Deployment, tmp_path: Path) -> None:
     d = deployment
     # A private copy of the home, so the module's deployment stays as it is for other tests.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import threading
 import time
@@ -12,6 +13,7 @@ import pytest
 from numpy.typing import NDArray
 
 from catalog import Home
+from engine.affinity import request_cpu_set
 from engine.batcher import MicroBatcher
 from engine.cache import EmbeddingCache
 from engine.config import TOKEN_ENV, EngineConfig
@@ -228,3 +230,14 @@ def test_config_validation_toml_and_token_file(tmp_path: Path, monkeypatch: pyte
     assert cfg.resolve_admin_token() == "from-env"
     assert EngineConfig(home=home, admin_token="given").resolve_admin_token() == "given"
 
+
+
+def test_request_cpus_are_the_last_allowed_ones() -> None:
+    allowed = sorted(os.sched_getaffinity(0))
+    assert request_cpu_set(0) is None
+    assert request_cpu_set(len(allowed)) is None  # pinning to every CPU restricts nothing
+    if len(allowed) > 1:
+        assert request_cpu_set(1) == {allowed[-1]}
+        assert request_cpu_set(len(allowed) - 1) == set(allowed[1:])
+    with pytest.raises(EngineError):
+        EngineConfig(home=Home(Path("/nonexistent")), request_cpus=-1)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -13,6 +15,7 @@ import numpy as np
 import pytest
 
 from catalog import Home
+from engine.affinity import request_cpu_set
 from engine.errors import DeadlineExceeded
 from engine.testing import (
     TINY_ENTITIES,
@@ -126,6 +129,29 @@ def test_deadline_is_checked_before_the_search(home: Home) -> None:
         with pytest.raises(DeadlineExceeded, match="before the index search"):
             srv.engine.search(index="items", k=3, vector=x[0], deadline=time.monotonic() - 0.001)
         assert srv.engine.search(index="items", k=3, vector=x[0], deadline=time.monotonic() + 5).hits
+
+
+def test_grpc_threads_share_the_request_cpus_and_the_rest_keep_every_cpu(home: Home) -> None:
+    every = set(os.sched_getaffinity(0))
+    if request_cpu_set(1) is None:
+        pytest.skip("one CPU: nothing to pin")
+    _, x = _catalog_generation(home)
+    with running_server(loopback_config(home, workers=4)) as (srv, client):
+        with ThreadPoolExecutor(4) as pool:  # concurrent calls: the pool starts several handler threads
+            assert all(r.hits for r in pool.map(lambda q: client.search(index="items", k=3, vector=q), x))
+        assert srv.request_cpus == {max(every)}
+        threads = {t.name: t for t in threading.enumerate()}
+        workers = [t for name, t in threads.items() if name.startswith("grpc-worker")]
+        assert workers
+        for t in workers + [t for name, t in threads.items() if name.endswith("(_serve)")]:
+            assert os.sched_getaffinity(t.native_id) == srv.request_cpus, t.name
+        assert os.sched_getaffinity(threads["encoder-batcher"].native_id) == every
+        assert os.sched_getaffinity(0) == every  # the thread that started the server is left alone
+    earlier = set(threading.enumerate())
+    with running_server(loopback_config(home, request_cpus=0)) as (srv, client):
+        assert client.search(index="items", k=3, vector=x[0]).hits and srv.request_cpus is None
+        workers = [t for t in threading.enumerate() if t.name.startswith("grpc-worker") and t not in earlier]
+        assert workers and all(os.sched_getaffinity(t.native_id) == every for t in workers)
 
 
 def test_hot_swap_under_load_never_fails_and_never_mixes(home: Home) -> None:
