@@ -1,7 +1,8 @@
 """A bare gRPC echo of the Search method (the floor): parse the SearchRequest, return a canned SearchResponse.
 
-`python -m engine.echo --mode sync|aio [--port 0] [--hits 10]` prints `PORT <n>` and serves until stdin
-closes or SIGTERM. Same message types and sizes as the engine, none of its work.
+`python -m engine.echo --mode sync|aio [--port 0] [--hits 10] [--cpus N]` prints `PORT <n>` and serves until
+stdin closes or SIGTERM. Same message types and sizes as the engine, none of its work. `--cpus N` runs the
+whole process on the last N CPUs, as the engine runs its gRPC threads (engine.affinity).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from concurrent import futures
 
 import grpc
 
+from engine.affinity import pin_thread, request_cpu_set
 from protos.omnisearch.v1 import omnisearch_pb2 as pb
 
 METHOD = "/omnisearch.v1.SearchService/Search"
@@ -80,7 +82,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--hits", type=int, default=10)
     parser.add_argument("--workers", type=int, default=48)
+    parser.add_argument("--cpus", type=int, default=0, help="run on the last N CPUs (0: anywhere)")
     args = parser.parse_args(argv)
+    pin_thread(request_cpu_set(args.cpus))  # before any thread starts: they all inherit it
     reply = canned_response(args.hits).SerializeToString()
     if args.mode == "sync":
         run_sync(args.port, reply, args.workers)

@@ -3,7 +3,8 @@
 The server is the synchronous gRPC server over a thread pool. Measured on the 2-core target (BENCHMARKS.md,
 "Server"), it answers more calls per second than `grpc.aio` at the same concurrency, and the query path is
 thread-based anyway: the encoder runs in its own thread, the ANN libraries release the GIL, and SQLite
-lookups block, so an asyncio server would hand every call to an executor and pay for both models.
+lookups block, so an asyncio server would hand every call to an executor and pay for both models. Its gRPC
+threads run on one CPU by default (`request_cpus`, engine/affinity.py explains why).
 """
 
 from __future__ import annotations

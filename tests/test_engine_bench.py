@@ -89,6 +89,39 @@ def test_section_names_the_build_default_and_the_sharded_vector_index() -> None:
     assert "every shard adds a whole search" in section  # the 2-shard miss is explained
 
 
+def test_echo_on_one_cpu_is_pinned_and_rendered_beside_the_bare_floor() -> None:
+    import os
+
+    from engine.affinity import request_cpu_set
+
+    cpus = request_cpu_set(1)
+    with echo_server("sync", cpus=1) as (port, pid):
+        assert os.sched_getaffinity(pid) == (cpus or os.sched_getaffinity(0))
+        x = np.ones((1, 8), np.float32)
+        reqs = [pb.SearchRequest(vector=pb.Vector(values=x[0].tolist()), index="v", k=1).SerializeToString()]
+        ok = run_load(f"127.0.0.1:{port}", "/omnisearch.v1.SearchService/Search", reqs, 2, duration_s=0.2,
+                      warmup_s=0.0)
+    assert ok.calls > 0 and ok.errors == 0
+    conc = (1, 8, 32)
+    res = {
+        "n": 1000, "seconds": 1.0, "warmup": 0.5,
+        "echo-sync": {c: _fake(c, 3000) for c in (1, 8, 16, 32)},
+        "echo-aio": {c: _fake(c, 2500) for c in (1, 8, 16, 32)},
+        "echo-sync-1cpu": {c: _fake(c, 5000) for c in conc},
+        "vector": {c: _fake(c, 2400) for c in conc},
+        "text-hit": {c: _fake(c, 2000, 0.9) for c in conc},
+        "text-miss": {c: _fake(c, 100 * c) for c in conc},
+        "text-miss-unbatched": {c: _fake(c, 100) for c in (1, 32)},
+        "text-miss-torch2": {c: _fake(c, 90) for c in (1, 32)},
+        "text-miss-fp32": {c: _fake(c, 80) for c in (1, 32)},
+        "text-miss-fp32-unbatched": {c: _fake(c, 70) for c in (1, 32)},
+    }
+    section = render(res, "python -m engine.bench", "test machine")
+    assert "| sync, on 1 CPU | 8 | 5,000 |" in section
+    assert "answers 5,000 calls/s at 8 in flight" in section and "against 3,000" in section
+    assert "0.80x with" in section  # ratios stay against the bare floor
+
+
 def test_miss_texts_are_distinct() -> None:
     texts = unique_texts(5000, seed=3)
     assert len(set(texts)) == 5000 and all(3 <= len(t.split()) <= 5 for t in texts)
