@@ -39,7 +39,8 @@ def pin_thread(cpus: frozenset[int] | None, native_id: int = 0) -> bool:
         return False
     try:
         os.sched_setaffinity(native_id, cpus)
-    except OSError as err:  # a CPU removed by a cgroup since, or a thread that already ended
+    except (OSError, ValueError) as err:  # a CPU removed by a cgroup since, a thread that already ended; never
+        # raise: a thread pool whose initializer raises refuses every later task
         log.debug("cannot pin thread %d to CPUs %s: %s", native_id, sorted(cpus), err)
         return False
     return True
