@@ -148,6 +148,40 @@ def embed(what: str, kind: str | None, space: str, checkpoint: Path | None, out:
     click.echo(f"wrote {vecs.shape[0]} x {vecs.shape[1]} vectors to {out} and ids to {ids_path}")
 
 
+@cli.command("fit-compat")
+@click.option("--checkpoint", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Checkpoint directory (default: the latest under HOME/checkpoints).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where to save the result (default: replace the checkpoint, atomically).")
+@click.option("--space", "spaces", multiple=True, help="Legacy space to fit (repeatable; default all).")
+@click.option("--steps", type=click.IntRange(min=1), default=300, show_default=True, help="Steps per space.")
+@click.option("--quiet", is_flag=True, help="No progress bars and no log lines.")
+@home_option
+def fit_compat(checkpoint: Path | None, out: Path | None, spaces: tuple[str, ...], steps: int, quiet: bool,
+               home: Home) -> None:
+    """Fit the compatibility heads of a trained checkpoint alone, against the catalog's legacy vectors.
+
+    The query tower stays as it is; a legacy space the checkpoint has never seen gets a new head, so its index
+    answers text queries without re-embedding any item. Re-run `indexer rebuild` afterwards: the checkpoint id
+    changes and a generation always serves the checkpoint it was built with.
+
+    Example: encoders fit-compat --checkpoint .omnisearch/checkpoints/full --steps 300
+    """
+    _setup(not quiet)
+    from encoders.compat import fit_checkpoint
+    from encoders.quality import latest_checkpoint
+
+    try:
+        source = checkpoint or latest_checkpoint(home)
+        ckpt_id, fits = fit_checkpoint(home, source, out, steps, spaces, progress=not quiet)
+    except OmniSearchError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for f in fits:
+        click.echo(f"legacy-{f.space}: {f.steps} steps over {f.pairs} pairs ({f.queries} queries) in "
+                   f"{f.seconds:.1f} s, loss {f.loss_first:.3f} -> {f.loss_last:.3f}")
+    click.echo(f"checkpoint {out or source} ({ckpt_id})")
+
+
 @cli.command("legacy-standin")
 @click.option("--kind", default="pin", show_default=True, help="Entity kind to embed.")
 @click.option("--name", default=None, help="Legacy space name (default standin-<kind>).")

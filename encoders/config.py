@@ -119,6 +119,9 @@ class TrainConfig:
     # with the best mean nDCG@10 over the evaluated tasks. Dev quality peaks and then falls as the entity tower
     # starts to memorise its training items (BENCHMARKS.md, Model quality).
     keep_best: bool = False
+    # After training (and keep_best), fit the compatibility heads alone this many steps on the final query tower
+    # (encoders/compat.py): an early kept step leaves them with a pass or two over their pairs.
+    compat_steps: int = 0
     seed: int = 0  # data order, sampling and initial weights
 
 

@@ -22,9 +22,9 @@ from torch import nn
 from encoders.backbones import Backbone, cache_root
 from encoders.config import ModelConfig, model_config_from_dict, to_dict
 from encoders.entity import EntityEncoder
-from encoders.errors import CheckpointError, UnknownSpace
+from encoders.errors import CheckpointError, ConfigError, UnknownSpace
 from encoders.features import Featurizer, passage_text
-from encoders.query import PassageEncoder, QueryEncoder
+from encoders.query import PassageEncoder, QueryEncoder, head_key
 from encoders.tokenize import EntityTokenizer
 
 log = logging.getLogger(__name__)
@@ -129,6 +129,29 @@ class OmniSearchSage(nn.Module):
         self.entity.text_skip.weight.copy_(rot)
 
     # ------------------------------------------------------------------ spaces
+    @torch.no_grad()
+    def add_legacy_space(self, name: str, dim: int, description: str = "") -> None:
+        """A new compatibility head for the legacy space `name` (its weights still to be fit, encoders/compat.py).
+
+        Like the heads made at training time, one over a space of the backbone's own width starts as the
+        identity, otherwise at PyTorch's default initialisation.
+        """
+        if self.cfg.compat_mode != "head":
+            raise ConfigError(f"legacy spaces are added as heads; this model has compat_mode "
+                              f"{self.cfg.compat_mode!r}")
+        if name in self.legacy:
+            raise ConfigError(f"the model already has the legacy space {name!r}")
+        h = int(self.query.backbone.config.hidden_size)
+        head = nn.Linear(h, dim)
+        if dim == h:
+            head.weight.copy_(torch.eye(h))
+            head.bias.zero_()
+        self.query.heads[head_key(name)] = head
+        self.query.legacy[name] = dim
+        self.legacy[name] = dim
+        self.legacy_descriptions[name] = description
+        self.checkpoint_id = "unsaved"
+
     @property
     def spaces(self) -> dict[str, int]:
         out = {"model": self.cfg.query.serve_dim}

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from catalog import Catalog, Home
 from encoders.backbones import resolve_backbone
+from encoders.compat import HeadFit, fit_heads, load_legacy
 from encoders.config import RunConfig, run_config_from_dict, to_dict
 from encoders.data import TaskData, engaged_queries, load_tasks, split_exists
 from encoders.errors import NoTrainingData
@@ -116,19 +117,10 @@ class Trainer:
             raise NoTrainingData("the catalog has no train split; run `catalog split --by query --dev 0.1 --seed 0`")
         legacy_ids: dict[str, list[str]] = {}
         self.legacy_vecs: dict[str, torch.Tensor] = {}
-        self.legacy_pos: dict[str, dict[str, int]] = {}
         descriptions: dict[str, str] = {}
         if cfg.model.compat_mode != "off":
-            for row in self.cat.db["legacy_spaces"].rows if "legacy_spaces" in self.cat.db.table_names() else []:
-                descriptions[row["name"]] = row.get("description") or ""
-            for space in self.cat.legacy_spaces():
-                ids, vecs = self.cat.legacy_vectors(space)
-                if not ids:
-                    continue
-                legacy_ids[space] = ids
-                t = torch.from_numpy(vecs)
-                self.legacy_vecs[space] = t / t.norm(dim=1, keepdim=True).clamp(min=1e-12)
-                self.legacy_pos[space] = {i: n for n, i in enumerate(ids)}
+            legacy_ids, self.legacy_vecs, descriptions = load_legacy(self.cat)
+        self.legacy_pos = {space: {i: n for n, i in enumerate(ids)} for space, ids in legacy_ids.items()}
         self.tasks: list[TaskData] = load_tasks(self.cat, tc.tasks, tc.min_relative_grade, legacy_ids)
         if not self.tasks:
             raise NoTrainingData("no task has train pairs; import data and run `catalog split` first")
@@ -408,6 +400,18 @@ class Trainer:
         logs["loss"] = float(total.detach())
         return logs
 
+    def fit_compat(self) -> list[HeadFit]:
+        """`train.compat_steps`: the heads alone, fit again on the final (or kept) query tower."""
+        tasks = [t for t in self.tasks if t.target == "legacy"]
+        if not tasks or self.cfg.model.compat_mode != "head":
+            log.info("no compatibility heads to fit (legacy tasks: %d, compat_mode %s)", len(tasks),
+                     self.cfg.model.compat_mode)
+            return []
+        tc = self.cfg.train
+        ids = {t.kind: self.cat_legacy_ids(t.kind) for t in tasks}
+        return fit_heads(self.model, tasks, self.query_text, self.legacy_vecs, ids, tc.compat_steps, tc.batch_size,
+                         tc.lr, self.cfg.loss, tc.seed, tc.bf16, self.progress)
+
     def _tick(self, phase: str, since: float) -> float:
         now = time.perf_counter()
         self.phase_seconds[phase] = self.phase_seconds.get(phase, 0.0) + now - since
@@ -552,6 +556,7 @@ class Trainer:
             kept = int(self.best["step"])
             log.info("keeping the weights of step %d (dev nDCG@10 mean %.4f; %.4f at step %d)", kept,
                      self.best["score"], dev_score(dev), self.step)
+        fits = self.fit_compat() if tc.compat_steps else []  # dev checks measure the model space only
         pps = self.pairs_seen / self.train_seconds if self.train_seconds else 0.0
         record = {
             "training": {
@@ -569,6 +574,7 @@ class Trainer:
                 "tasks": {t.name: len(t.pairs) for t in self.tasks},
                 "task_epochs": {t.name: round(self.samplers[t.name].epochs, 2) for t in self.tasks},
                 "dev_history": history,
+                "compat_fit": [f.as_dict() for f in fits],
                 "catalog": str(self.home.catalog_db),
                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "torch": torch.__version__,
@@ -585,13 +591,19 @@ class Trainer:
 
 
 def dev_score(result: dict[str, Any]) -> float:
-    """The early-stopping criterion: mean nDCG@10 over the evaluated dev tasks (NaN when nothing was measured)."""
-    scores = [entry["nDCG@10"] for entry in result.get("tasks", {}).values() if "nDCG@10" in entry]
-    return sum(scores) / len(scores) if scores else float("nan")
+    """The early-stopping criterion: nDCG@10 over all evaluated dev queries (NaN when nothing was measured).
+
+    Every query counts the same, whatever its task: a task mean would let a task with one dev query (ESCI
+    fragments) weigh as much as one with a thousand (Home Depot), and pick steps by noise.
+    """
+    entries = [e for e in result.get("tasks", {}).values() if "nDCG@10" in e]
+    n = [max(1, int(e.get("queries", 1))) for e in entries]
+    return sum(w * e["nDCG@10"] for w, e in zip(n, entries, strict=True)) / sum(n) if entries else float("nan")
 
 
 def _summary(result: dict[str, Any]) -> dict[str, Any]:
-    return {name: {m: round(v, 4) for m, v in entry.items() if isinstance(v, float)}
+    return {name: {m: (round(v, 4) if isinstance(v, float) else v) for m, v in entry.items()
+                   if isinstance(v, float) or m == "queries"}
             for name, entry in result.get("tasks", {}).items()}
 
 

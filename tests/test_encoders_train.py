@@ -131,3 +131,10 @@ def test_keep_best_restores_the_weights_of_the_best_dev_check(tiny_home: Home) -
         pools = Pools(cat)
         again = evaluate_system(ModelRetriever(model, pools), tasks, pools)
     assert dev_score(again) == pytest.approx(scores[2], abs=1e-3)
+
+
+def test_dev_score_counts_every_dev_query_the_same() -> None:
+    tasks = {"big": {"nDCG@10": 0.4, "queries": 900}, "tiny": {"nDCG@10": 1.0, "queries": 1},
+             "mid": {"nDCG@10": 0.7, "queries": 99}}
+    assert dev_score({"tasks": tasks}) == pytest.approx((0.4 * 900 + 1.0 + 0.7 * 99) / 1000)
+    assert dev_score({"tasks": {}}) != dev_score({"tasks": {}})  # NaN: nothing measured

@@ -1,0 +1,228 @@
+"""Fitting the compatibility heads alone on a finished query tower, against frozen legacy item vectors.
+
+The multi-task run trains a head per legacy space beside everything else; when early stopping keeps an early
+step, a head has seen its pairs only a pass or two (BENCHMARKS.md, Model quality). Here the tower is fixed: each
+query's pooled backbone state is computed once, and only the heads (a Linear each) and a fresh sampled-softmax
+loss per space are optimised, so hundreds of steps cost seconds. The same fit adds a head for a legacy space the
+model has never seen: a new legacy index becomes searchable by text without re-embedding a single item.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from catalog import Catalog, Home
+from encoders.config import LossConfig, TrainConfig
+from encoders.data import TaskData, load_tasks
+from encoders.errors import ConfigError, NoTrainingData
+from encoders.loss import SampledSoftmaxLoss
+from encoders.model import OmniSearchSage, load, read_config
+from encoders.query import head_key
+from encoders.sketch import keys_of
+
+log = logging.getLogger(__name__)
+
+
+def load_legacy(cat: Catalog) -> tuple[dict[str, list[str]], dict[str, torch.Tensor], dict[str, str]]:
+    """The catalog's legacy spaces: (space -> item ids, space -> (n, d) L2-normalised vectors, space -> description).
+
+    Spaces without vectors are left out.
+    """
+    ids_of: dict[str, list[str]] = {}
+    vecs_of: dict[str, torch.Tensor] = {}
+    descriptions: dict[str, str] = {}
+    if "legacy_spaces" in cat.db.table_names():
+        descriptions = {r["name"]: r.get("description") or "" for r in cat.db["legacy_spaces"].rows}
+    for space in cat.legacy_spaces():
+        ids, vecs = cat.legacy_vectors(space)
+        if ids:
+            t = torch.from_numpy(vecs)
+            ids_of[space], vecs_of[space] = ids, t / t.norm(dim=1, keepdim=True).clamp(min=1e-12)
+    return ids_of, vecs_of, descriptions
+
+
+@dataclass(frozen=True)
+class HeadFit:
+    """What fitting one space's head did (recorded in the checkpoint's config.json)."""
+
+    space: str
+    steps: int
+    pairs: int  # train pairs of the space
+    queries: int  # distinct queries embedded once for the fit
+    seconds: float
+    loss_first: float  # mean loss of the first tenth of the steps
+    loss_last: float  # mean loss of the last tenth
+
+    def as_dict(self) -> dict[str, float | int | str]:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+def pooled_states(
+    model: OmniSearchSage, texts: Sequence[str], bf16: bool = True, chunk: int = 128, progress: bool = False
+) -> torch.Tensor:
+    """(n, h) pooled backbone states of query texts, computed once without autograd (length-sorted chunks)."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out = torch.empty(len(texts), int(model.query.backbone.config.hidden_size))
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(order), chunk), desc="query states", disable=not progress, leave=False):
+            rows = order[start : start + chunk]
+            enc = model.query.tokenize([texts[i] for i in rows])
+            out[rows] = model.query.pooled(enc["input_ids"], enc["attention_mask"], bf16=bf16).float()
+    return out
+
+
+def fit_heads(
+    model: OmniSearchSage,
+    tasks: Sequence[TaskData],
+    query_text: Mapping[str, str],
+    legacy_vecs: Mapping[str, torch.Tensor],
+    legacy_ids: Mapping[str, Sequence[str]],
+    steps: int,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    loss: LossConfig | None = None,
+    seed: int = 0,
+    bf16: bool = True,
+    progress: bool = False,
+) -> list[HeadFit]:
+    """Fit the head of every legacy task's space for `steps` steps; the rest of the model is not touched.
+
+    Args:
+        tasks: legacy tasks (target "legacy"); their pairs are (query id, item id with a legacy vector).
+        query_text: query id -> text, for every query of the pairs.
+        legacy_vecs: space -> (n, d) L2-normalised frozen item vectors; legacy_ids: space -> the n item ids.
+        steps: optimizer steps per space (cosine decay to a tenth of `lr`).
+        bf16: bf16 autocast for the query states (as training and serving run the backbone).
+    """
+    if model.cfg.compat_mode != "head":
+        raise ConfigError(f"only compat_mode='head' has heads to fit (this model: {model.cfg.compat_mode!r})")
+    lc = loss or LossConfig()
+    fits: list[HeadFit] = []
+    for n, task in enumerate(t for t in tasks if t.target == "legacy"):
+        if not task.pairs:
+            log.info("%s: no train pairs, head left as it is", task.name)
+            continue
+        fits.append(_fit_one(model, task, query_text, legacy_vecs[task.kind], legacy_ids[task.kind], steps,
+                             batch_size, lr, lc, seed + n, bf16, progress))
+    return fits
+
+
+def _fit_one(
+    model: OmniSearchSage,
+    task: TaskData,
+    query_text: Mapping[str, str],
+    vecs: torch.Tensor,
+    ids: Sequence[str],
+    steps: int,
+    batch_size: int,
+    lr: float,
+    lc: LossConfig,
+    seed: int,
+    bf16: bool,
+    progress: bool,
+) -> HeadFit:
+    t0 = time.perf_counter()
+    space = task.kind
+    if space not in model.legacy:
+        model.add_legacy_space(space, int(vecs.shape[1]))
+    head = model.query.heads[head_key(space)]
+    qids = sorted({q for q, _ in task.pairs})
+    row_of = {q: i for i, q in enumerate(qids)}
+    states = pooled_states(model, [query_text[q] for q in qids], bf16, progress=progress)
+    pos_of = {i: n for n, i in enumerate(ids)}
+    q_rows = torch.tensor([row_of[q] for q, _ in task.pairs])
+    p_rows = torch.tensor([pos_of[t] for _, t in task.pairs])
+    q_keys_all = keys_of([q for q, _ in task.pairs])
+    p_keys_all = keys_of([t for _, t in task.pairs])
+    item_keys = keys_of(list(ids))
+    crit = SampledSoftmaxLoss((int(vecs.shape[1]),), (1.0,), lc.temperature, lc.max_scale, lc.logq,
+                              lc.sketch_width, lc.sketch_depth, seed=seed)
+    params = [*head.parameters(), *crit.parameters()]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, steps)))))
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(task.pairs))
+    at = 0
+    losses: list[float] = []
+    was_training = model.training
+    head.train()
+    for _ in tqdm(range(steps), desc=f"compat {space}", disable=not progress, leave=False):
+        if at + batch_size > len(order):  # a fresh order each pass
+            order, at = rng.permutation(len(task.pairs)), 0
+        b = torch.from_numpy(order[at : at + batch_size])
+        at += batch_size
+        neg_idx = torch.from_numpy(rng.integers(0, len(ids), lc.random_negatives * len(b)))
+        q = F.normalize(head(states[q_rows[b]]), dim=-1)
+        has_neg = len(neg_idx) > 0
+        out = crit(q, vecs[p_rows[b]], q_keys_all[b], p_keys_all[b], vecs[neg_idx] if has_neg else None,
+                   item_keys[neg_idx] if has_neg else None, len(ids))
+        opt.zero_grad(set_to_none=True)
+        out.total.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(out.total.detach()))
+    model.train(was_training)
+    tenth = max(1, len(losses) // 10)
+    fit = HeadFit(space, steps, len(task.pairs), len(qids), time.perf_counter() - t0,
+                  float(np.mean(losses[:tenth])) if losses else float("nan"),
+                  float(np.mean(losses[-tenth:])) if losses else float("nan"))
+    log.info("compat head %s: %d steps over %d pairs (%d queries) in %.1f s, loss %.3f -> %.3f", space, steps,
+             fit.pairs, fit.queries, fit.seconds, fit.loss_first, fit.loss_last)
+    return fit
+
+
+def fit_checkpoint(
+    home: Home,
+    checkpoint: Path,
+    out: Path | None = None,
+    steps: int = 300,
+    spaces: Sequence[str] = (),
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    seed: int = 0,
+    progress: bool = False,
+) -> tuple[str, list[HeadFit]]:
+    """Fit the heads of a saved checkpoint on the catalog's legacy spaces (all, or `spaces`) and save it.
+
+    A space the checkpoint lacks gets a new head. Everything else in the checkpoint is kept as it is, its
+    training record included; the weights file changes, so the checkpoint id does too.
+
+    Returns:
+        (checkpoint id of the saved model, one HeadFit per fit space)
+    """
+    cfg = read_config(checkpoint)
+    train_cfg = cfg.get("training", {}).get("config", {}).get("train", {})
+    min_grade = float(train_cfg.get("min_relative_grade", TrainConfig().min_relative_grade))
+    model = load(checkpoint)
+    with Catalog(home.catalog_db, read_only=True) as cat:
+        ids, vecs, descriptions = load_legacy(cat)
+        unknown = sorted(set(spaces) - set(ids))
+        if unknown:
+            raise ConfigError(f"no legacy vectors in the catalog for {unknown}; spaces there: {sorted(ids)}")
+        chosen = {s: ids[s] for s in (spaces or ids)}
+        if not chosen:
+            raise NoTrainingData("the catalog has no legacy space with vectors (`catalog import` them first)")
+        tasks = [t for t in load_tasks(cat, {"query->legacy": 1.0}, min_grade, chosen) if t.target == "legacy"]
+        if not tasks:
+            raise NoTrainingData(f"no train pairs reach an item of {sorted(chosen)}; run `catalog split` first?")
+        texts = {q: str(r["text"]) for q, r in cat.get_queries(sorted({q for t in tasks for q, _ in t.pairs})).items()}
+    for t in tasks:
+        t.pairs = [p for p in t.pairs if p[0] in texts]
+    fits = fit_heads(model, tasks, texts, vecs, ids, steps, batch_size, lr, LossConfig(), seed, progress=progress)
+    for f in fits:
+        if not model.legacy_descriptions.get(f.space):
+            model.legacy_descriptions[f.space] = descriptions.get(f.space, "")
+    extra = {k: v for k, v in cfg.items() if k not in ("format", "model", "backbone", "legacy", "checkpoint_id")}
+    extra["compat_fit"] = [*extra.get("compat_fit", []), *(f.as_dict() for f in fits)]
+    return model.save(out or checkpoint, extra=extra), fits
