@@ -155,10 +155,12 @@ def embed(what: str, kind: str | None, space: str, checkpoint: Path | None, out:
               help="Where to save the result (default: replace the checkpoint, atomically).")
 @click.option("--space", "spaces", multiple=True, help="Legacy space to fit (repeatable; default all).")
 @click.option("--steps", type=click.IntRange(min=1), default=300, show_default=True, help="Steps per space.")
+@click.option("--lr", type=click.FloatRange(min=0.0, min_open=True), default=1e-3, show_default=True,
+              help="Peak learning rate (cosine decay to a tenth).")
 @click.option("--quiet", is_flag=True, help="No progress bars and no log lines.")
 @home_option
-def fit_compat(checkpoint: Path | None, out: Path | None, spaces: tuple[str, ...], steps: int, quiet: bool,
-               home: Home) -> None:
+def fit_compat(checkpoint: Path | None, out: Path | None, spaces: tuple[str, ...], steps: int, lr: float,
+               quiet: bool, home: Home) -> None:
     """Fit the compatibility heads of a trained checkpoint alone, against the catalog's legacy vectors.
 
     The query tower stays as it is; a legacy space the checkpoint has never seen gets a new head, so its index
@@ -173,7 +175,7 @@ def fit_compat(checkpoint: Path | None, out: Path | None, spaces: tuple[str, ...
 
     try:
         source = checkpoint or latest_checkpoint(home)
-        ckpt_id, fits = fit_checkpoint(home, source, out, steps, spaces, progress=not quiet)
+        ckpt_id, fits = fit_checkpoint(home, source, out, steps, spaces, lr=lr, progress=not quiet)
     except OmniSearchError as exc:
         raise click.ClickException(str(exc)) from exc
     for f in fits:

@@ -122,6 +122,7 @@ class TrainConfig:
     # After training (and keep_best), fit the compatibility heads alone this many steps on the final query tower
     # (encoders/compat.py): an early kept step leaves them with a pass or two over their pairs.
     compat_steps: int = 0
+    compat_lr: float = 1e-3  # peak learning rate of that fit (cosine decay to a tenth)
     seed: int = 0  # data order, sampling and initial weights
 
 
@@ -148,7 +149,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # entities reading e5's untuned embedding of their text. Learning rates: the highest that did not lose
     # Home Depot dev nDCG@10 in 300-step trials (doubling them gave the same curve). Dev quality peaked early
     # and then fell in longer runs (BENCHMARKS.md, Model quality), so every task stops after 3 passes over its
-    # pairs, dev is checked every 200 steps and the best check's weights are kept.
+    # pairs, dev is checked every 200 steps and the best check's weights are kept; the compatibility heads are
+    # then fit again on the kept tower (an early kept step leaves them under-trained).
     "full": {
         "model": {"query": {"backbone": "multilingual-e5-small", "train_layers": 3}, "entity": {"text_input": True}},
         "train": {
@@ -160,6 +162,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "eval_every": 200,
             "max_epochs": 3.0,
             "keep_best": True,
+            "compat_steps": 1000,
             "lr": 5e-4,
             "lr_hash": 2e-3,
             "lr_backbone": 3e-5,

@@ -410,7 +410,7 @@ class Trainer:
         tc = self.cfg.train
         ids = {t.kind: self.cat_legacy_ids(t.kind) for t in tasks}
         return fit_heads(self.model, tasks, self.query_text, self.legacy_vecs, ids, tc.compat_steps, tc.batch_size,
-                         tc.lr, self.cfg.loss, tc.seed, tc.bf16, self.progress)
+                         tc.compat_lr, self.cfg.loss, tc.seed, tc.bf16, self.progress)
 
     def _tick(self, phase: str, since: float) -> float:
         now = time.perf_counter()

@@ -15,6 +15,7 @@ from catalog import Catalog, Home
 from encoders.cli import cli
 from encoders.compat import fit_checkpoint
 from encoders.train import Trainer
+from engine.testing import loopback_config, model_generation, running_server
 
 TEXTS = ["iphone charger", "¿qué es un gato doméstico?", "star at the center"]
 
@@ -57,6 +58,17 @@ def test_fitting_moves_only_the_heads_and_adds_a_head_for_a_new_space(trained: H
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["training"] == record  # the training record travels with the refit checkpoint
     assert [f["space"] for f in cfg["compat_fit"]] == ["late", "toy"]
+
+    # the new space's index answers text queries once a generation is built with the refit checkpoint
+    gen = model_generation(trained, str(out), shards=1)
+    assert "legacy-late" in gen.indices
+    with Catalog(trained.catalog_db, read_only=True) as cat:
+        late_ids, late_x = cat.legacy_vectors("late")
+    with running_server(loopback_config(trained)) as (_, client):
+        res = client.search(index="legacy-late", k=3, text=TEXTS[0])
+        assert res.checkpoint_id == ckpt_id
+        lq = after.embed_queries([TEXTS[0]], space="legacy-late")[0]
+        assert [h.id for h in res.hits] == [late_ids[i] for i in np.argsort(-(late_x @ lq))[:3]]
 
 
 def test_trainer_compat_steps_fits_the_heads_after_training(home: Home) -> None:
