@@ -135,6 +135,9 @@ def _fit_one(
     space = task.kind
     if space not in model.legacy:
         model.add_legacy_space(space, int(vecs.shape[1]))
+    elif model.legacy[space] != int(vecs.shape[1]):
+        raise ConfigError(f"legacy space {space!r} has {int(vecs.shape[1])}-d vectors in the catalog but the "
+                          f"model's head gives {model.legacy[space]} dims")
     head = model.query.heads[head_key(space)]
     qids = sorted({q for q, _ in task.pairs})
     row_of = {q: i for i, q in enumerate(qids)}

@@ -13,7 +13,9 @@ from encoders_fixtures import tiny_catalog, tiny_config
 import encoders
 from catalog import Catalog, Home
 from encoders.cli import cli
-from encoders.compat import fit_checkpoint
+from encoders.compat import fit_checkpoint, fit_heads
+from encoders.data import TaskData
+from encoders.errors import ConfigError
 from encoders.train import Trainer
 from engine.testing import loopback_config, model_generation, running_server
 
@@ -55,6 +57,9 @@ def test_fitting_moves_only_the_heads_and_adds_a_head_for_a_new_space(trained: H
     assert np.array_equal(after.embed_queries(TEXTS), before.embed_queries(TEXTS))  # the model space is untouched
     late = after.embed_queries(TEXTS, space="legacy-late")
     assert late.shape == (3, 20) and np.allclose(np.linalg.norm(late, axis=1), 1.0, atol=1e-5)
+    with pytest.raises(ConfigError, match="5-d vectors in the catalog but the model's head gives 12"):
+        fit_heads(after, [TaskData("query->legacy-toy", "legacy", "toy", [("q", "x")])], {"q": "hi"},
+                  {"toy": torch.ones(1, 5)}, {"toy": ["x"]}, steps=1)
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["training"] == record  # the training record travels with the refit checkpoint
     assert [f["space"] for f in cfg["compat_fit"]] == ["late", "toy"]
