@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +18,7 @@ from encoders.backbones import Backbone
 from encoders.errors import EncoderError
 from encoders.query import mean_pool
 from encoders.retrieval import DenseRetriever, Pool, Pools
+from encoders.textcache import memoised, store_name
 
 log = logging.getLogger(__name__)
 
@@ -115,23 +113,9 @@ class PlainEncoder:
 def cached_passages(
     encoder: PlainEncoder, texts: list[str], cache_dir: Path | None, progress: bool = False, passage: bool = True
 ) -> NDArray[np.float32]:
-    """Embeddings of a candidate pool, memoised on disk by (backbone, max length, role, exact texts)."""
-    if cache_dir is None:
-        return encoder.encode(texts, passage=passage, progress=progress)
-    role = "passages" if passage else "queries"
-    h = hashlib.sha256(f"{encoder.backbone.name}|{encoder.max_length}|".encode())
-    for t in texts:
-        h.update(t.encode("utf-8") + b"\0")
-    path = cache_dir / f"{role}-{h.hexdigest()[:24]}.npy"
-    if path.exists():
-        return np.load(path)
-    vecs = encoder.encode(texts, passage=passage, progress=progress)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".passages-", suffix=".npy", dir=cache_dir)
-    with os.fdopen(fd, "wb") as f:
-        np.save(f, vecs)
-    os.replace(tmp, path)
-    return vecs
+    """Embeddings of texts, memoised on disk text by text per (backbone, max length, role) (encoders/textcache.py)."""
+    store = store_name(encoder.backbone.name, encoder.max_length, "passages" if passage else "queries")
+    return memoised(texts, lambda t: encoder.encode(t, passage=passage, progress=progress), cache_dir, store)
 
 
 class BackboneRetriever(DenseRetriever):
