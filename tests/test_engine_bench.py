@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,22 +32,28 @@ def _fake(c: int, qps: float, p50: float = 1.0) -> LoadResult:
     return LoadResult(c, 100, 0, 1.0, qps, p50, 2 * p50, p50, {}, 100, 150.0, 50.0)
 
 
-def test_section_is_rendered_and_replaced_in_place(tmp_path: Path) -> None:
+def _fake_results(**extra: Any) -> dict[str, Any]:
+    """Raw results of every workload `render` reads, plus `extra` ones."""
     conc = (1, 8, 32)
-    res = {
+    return {
         "n": 1000, "seconds": 1.0, "warmup": 0.5,
         "echo-sync": {c: _fake(c, 3000) for c in (1, 8, 16, 32)},
         "echo-aio": {c: _fake(c, 2500) for c in (1, 8, 16, 32)},
         "vector": {c: _fake(c, 2400) for c in conc},
-        "vector-1shard": {c: _fake(c, 2000) for c in conc},
         "text-hit": {c: _fake(c, 2000, 0.9) for c in conc},
         "text-miss": {c: _fake(c, 100 * c) for c in conc},
         "text-miss-unbatched": {c: _fake(c, 100) for c in (1, 32)},
         "text-miss-torch2": {c: _fake(c, 90) for c in (1, 32)},
         "text-miss-fp32": {c: _fake(c, 80) for c in (1, 32)},
         "text-miss-fp32-unbatched": {c: _fake(c, 70) for c in (1, 32)},
-        "in-process": {"ann 2 shards": 120.0},
+        **extra,
     }
+
+
+def test_section_is_rendered_and_replaced_in_place(tmp_path: Path) -> None:
+    conc = (1, 8, 32)
+    res = _fake_results(**{"vector-1shard": {c: _fake(c, 2000) for c in conc},
+                           "in-process": {"ann 2 shards": 120.0}})
     section = render(res, "python -m engine.bench", "test machine")
     assert section.startswith(SECTION)
     assert "0.80x with 2 shards (met)" in section
@@ -65,22 +72,11 @@ def test_section_is_rendered_and_replaced_in_place(tmp_path: Path) -> None:
 
 
 def test_section_names_the_build_default_and_the_sharded_vector_index() -> None:
-    conc = (1, 8, 32)
-    res = {
-        "n": 1000, "seconds": 1.0, "warmup": 0.5,
+    res = _fake_results(**{
         "vector-shards": {"vector": 1, "vector-2shards": 2}, "vector-params": {"M": 16, "ef": 32},
-        "echo-sync": {c: _fake(c, 3000) for c in (1, 8, 16, 32)},
-        "echo-aio": {c: _fake(c, 2500) for c in (1, 8, 16, 32)},
-        "vector": {c: _fake(c, 2400) for c in conc},
-        "vector-2shards": {c: _fake(c, 1500) for c in conc},
-        "text-hit": {c: _fake(c, 2000, 0.9) for c in conc},
-        "text-miss": {c: _fake(c, 100 * c) for c in conc},
-        "text-miss-unbatched": {c: _fake(c, 100) for c in (1, 32)},
-        "text-miss-torch2": {c: _fake(c, 90) for c in (1, 32)},
-        "text-miss-fp32": {c: _fake(c, 80) for c in (1, 32)},
-        "text-miss-fp32-unbatched": {c: _fake(c, 70) for c in (1, 32)},
+        "vector-2shards": {c: _fake(c, 1500) for c in (1, 8, 32)},
         "in-process": {"ann 1 shard, the build default": 80.0},
-    }
+    })
     section = render(res, "python -m engine.bench", "test machine")
     assert "0.80x with 1 shard, the build default (met), 0.50x with 2 shards (**missed**)" in section
     assert "| vector query (1 shard, the build default) | 8 | 2,400 |" in section
@@ -102,20 +98,7 @@ def test_echo_on_one_cpu_is_pinned_and_rendered_beside_the_bare_floor() -> None:
         ok = run_load(f"127.0.0.1:{port}", "/omnisearch.v1.SearchService/Search", reqs, 2, duration_s=0.2,
                       warmup_s=0.0)
     assert ok.calls > 0 and ok.errors == 0
-    conc = (1, 8, 32)
-    res = {
-        "n": 1000, "seconds": 1.0, "warmup": 0.5,
-        "echo-sync": {c: _fake(c, 3000) for c in (1, 8, 16, 32)},
-        "echo-aio": {c: _fake(c, 2500) for c in (1, 8, 16, 32)},
-        "echo-sync-1cpu": {c: _fake(c, 5000) for c in conc},
-        "vector": {c: _fake(c, 2400) for c in conc},
-        "text-hit": {c: _fake(c, 2000, 0.9) for c in conc},
-        "text-miss": {c: _fake(c, 100 * c) for c in conc},
-        "text-miss-unbatched": {c: _fake(c, 100) for c in (1, 32)},
-        "text-miss-torch2": {c: _fake(c, 90) for c in (1, 32)},
-        "text-miss-fp32": {c: _fake(c, 80) for c in (1, 32)},
-        "text-miss-fp32-unbatched": {c: _fake(c, 70) for c in (1, 32)},
-    }
+    res = _fake_results(**{"echo-sync-1cpu": {c: _fake(c, 5000) for c in (1, 8, 32)}})
     section = render(res, "python -m engine.bench", "test machine")
     assert "| sync, on 1 CPU | 8 | 5,000 |" in section
     assert "answers 5,000 calls/s at 8 in flight" in section and "against 3,000" in section
