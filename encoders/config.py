@@ -116,8 +116,8 @@ class TrainConfig:
     # while a large one is seen twice, and the entity tower memorises the small task's items.
     max_epochs: float = 0.0
     # Early stopping on the dev split: at the end, keep the weights of the dev evaluation (periodic or final)
-    # with the best mean nDCG@10 over the evaluated tasks. Dev quality peaks and then falls as the entity tower
-    # starts to memorise its training items (BENCHMARKS.md, Model quality).
+    # with the best nDCG@10 over all evaluated dev queries (`train.dev_score`). Dev quality peaks and then falls
+    # as the entity tower starts to memorise its training items (BENCHMARKS.md, Model quality).
     keep_best: bool = False
     # After training (and keep_best), fit the compatibility heads alone this many steps on the final query tower
     # (encoders/compat.py): an early kept step leaves them with a pass or two over their pairs.

@@ -554,8 +554,8 @@ class Trainer:
         if tc.keep_best and self.best is not None and dev_score(dev) < self.best["score"]:
             self.model.load_state_dict(self.best["weights"], strict=False)  # frozen weights are still in place
             kept = int(self.best["step"])
-            log.info("keeping the weights of step %d (dev nDCG@10 mean %.4f; %.4f at step %d)", kept,
-                     self.best["score"], dev_score(dev), self.step)
+            log.info("keeping the weights of step %d (dev nDCG@10 over the checked queries %.4f; %.4f at step %d)",
+                     kept, self.best["score"], dev_score(dev), self.step)
         fits = self.fit_compat() if tc.compat_steps else []  # dev checks measure the model space only
         pps = self.pairs_seen / self.train_seconds if self.train_seconds else 0.0
         record = {
