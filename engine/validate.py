@@ -47,9 +47,7 @@ def check_vector(values: Sequence[float] | NDArray[Any], dim: int, index: str) -
     Raises:
         InvalidRequest: wrong dimension, NaN or infinity.
     """
-    xq = np.asarray(values, dtype=np.float32).reshape(1, -1)  # (1, d)
-    if xq.shape[1] != dim:
-        raise InvalidRequest(f"index {index!r} has dimension {dim}, the vector has {xq.shape[1]}")
+    xq = query_matrix(values, dim, index)
     if not np.isfinite(xq).all():
         raise InvalidRequest("the vector holds NaN or infinite values")
     return xq
