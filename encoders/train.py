@@ -115,13 +115,13 @@ class Trainer:
         self.cat = Catalog(self.home.catalog_db, read_only=True)
         if not split_exists(self.cat):
             raise NoTrainingData("the catalog has no train split; run `catalog split --by query --dev 0.1 --seed 0`")
-        legacy_ids: dict[str, list[str]] = {}
+        self.legacy_ids: dict[str, list[str]] = {}  # space -> item ids, in the order of legacy_vecs' rows
         self.legacy_vecs: dict[str, torch.Tensor] = {}
         descriptions: dict[str, str] = {}
         if cfg.model.compat_mode != "off":
-            legacy_ids, self.legacy_vecs, descriptions = load_legacy(self.cat)
-        self.legacy_pos = {space: {i: n for n, i in enumerate(ids)} for space, ids in legacy_ids.items()}
-        self.tasks: list[TaskData] = load_tasks(self.cat, tc.tasks, tc.min_relative_grade, legacy_ids)
+            self.legacy_ids, self.legacy_vecs, descriptions = load_legacy(self.cat)
+        self.legacy_pos = {space: {i: n for n, i in enumerate(ids)} for space, ids in self.legacy_ids.items()}
+        self.tasks: list[TaskData] = load_tasks(self.cat, tc.tasks, tc.min_relative_grade, self.legacy_ids)
         if not self.tasks:
             raise NoTrainingData("no task has train pairs; import data and run `catalog split` first")
         for task in self.tasks:
@@ -380,7 +380,7 @@ class Trainer:
                 if n_neg:
                     neg_idx = self.neg_rng.integers(0, vecs.shape[0], n_neg * len(pairs))
                     neg = vecs[torch.from_numpy(neg_idx)]
-                    ids = self.cat_legacy_ids(task.kind)
+                    ids = self.legacy_ids[task.kind]
                     neg_keys = keys_of([ids[i] for i in neg_idx])
                     n_cand = int(vecs.shape[0])
             clock = self._tick("entity_forward", clock)
@@ -408,7 +408,7 @@ class Trainer:
                      self.cfg.model.compat_mode)
             return []
         tc = self.cfg.train
-        ids = {t.kind: self.cat_legacy_ids(t.kind) for t in tasks}
+        ids = {t.kind: self.legacy_ids[t.kind] for t in tasks}
         return fit_heads(self.model, tasks, self.query_text, self.legacy_vecs, ids, tc.compat_steps, tc.batch_size,
                          tc.compat_lr, self.cfg.loss, tc.seed, tc.bf16, self.progress)
 
@@ -416,17 +416,6 @@ class Trainer:
         now = time.perf_counter()
         self.phase_seconds[phase] = self.phase_seconds.get(phase, 0.0) + now - since
         return now
-
-    def cat_legacy_ids(self, space: str) -> list[str]:
-        if not hasattr(self, "_legacy_id_lists"):
-            self._legacy_id_lists: dict[str, list[str]] = {}
-        if space not in self._legacy_id_lists:
-            pos = self.legacy_pos[space]
-            ids = [""] * len(pos)
-            for i, n in pos.items():
-                ids[n] = i
-            self._legacy_id_lists[space] = ids
-        return self._legacy_id_lists[space]
 
     # ------------------------------------------------------------------ evaluation and state
     def evaluate_dev(self, max_queries: int | None) -> dict[str, Any]:
