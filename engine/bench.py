@@ -48,6 +48,9 @@ WORDS = (
 ).split()
 
 
+# Client connections of the several-clients rows (every other row sends all calls over one connection).
+CONNECTIONS = 4
+
 # Encoder settings compared on cache misses (1 and 32 in flight), beside the defaults.
 VARIANTS: dict[str, dict[str, Any]] = {
     "text-miss-unbatched": {"batch_max": 1},
@@ -157,10 +160,12 @@ def engine_server(home: Home, **config: Any) -> Iterator[tuple[int, int]]:
 
 
 def _load(
-    server: tuple[int, int], reqs: list[bytes], c: int, seconds: float, warmup: float, unique: bool = False
+    server: tuple[int, int], reqs: list[bytes], c: int, seconds: float, warmup: float, unique: bool = False,
+    channels: int = 1,
 ) -> LoadResult:
     port, pid = server
-    res = run_load(f"127.0.0.1:{port}", METHOD, reqs, c, duration_s=seconds, warmup_s=warmup, cpu_pids=[pid])
+    res = run_load(f"127.0.0.1:{port}", METHOD, reqs, c, duration_s=seconds, warmup_s=warmup, cpu_pids=[pid],
+                   channels=channels)
     if unique and res.sent > len(reqs):
         log.warning("c=%d sent %d calls over %d distinct requests: some repeated", c, res.sent, len(reqs))
     log.info("c=%d %.0f/s p50 %.2f ms p99 %.2f ms, server CPU %.0f us/call, errors %s", c, res.qps, res.p50_ms,
@@ -191,11 +196,16 @@ def run(n: int, seconds: float, warmup: float, work: Path) -> dict[str, Any]:
     for mode in ("sync", "aio"):
         with echo_server(mode) as server:
             out[f"echo-{mode}"] = {c: _load(server, floor_reqs, c, seconds, warmup) for c in (1, 8, 16, 32)}
+            if mode == "sync":
+                out["echo-sync-conns"] = {c: _load(server, floor_reqs, c, seconds, warmup, channels=CONNECTIONS)
+                                          for c in (8, 32)}
     with echo_server("sync", cpus=1) as server:  # the floor with the engine's own thread placement
         out["echo-sync-1cpu"] = {c: _load(server, floor_reqs, c, seconds, warmup) for c in conc}
     with engine_server(home) as server:
         for key, reqs in vec_reqs.items():
             out[key] = {c: _load(server, reqs, c, seconds, warmup) for c in conc}
+        out["vector-conns"] = {c: _load(server, vec_reqs["vector"], c, seconds, warmup, channels=CONNECTIONS)
+                               for c in (8, 32)}
         with EngineClient(f"127.0.0.1:{server[0]}") as client:  # fill the cache
             for r in hit_reqs:
                 client.search_stub.Search(pb.SearchRequest.FromString(r), timeout=30)
@@ -395,6 +405,7 @@ def render(res: dict[str, Any], command: str, machine: str) -> str:
         f"{ok[batched >= 3 * single]}) and {single1:,.0f} q/s at 1 in flight ({batched / single1:.1f}x).",
         "",
     ]
+    lines += _connection_rows(res)
     if ip:
         floor_us = 1e6 / max(r.qps for r in e.values())
         why = ""
@@ -416,6 +427,38 @@ def render(res: dict[str, Any], command: str, machine: str) -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+def _connection_rows(res: dict[str, Any]) -> list[str]:
+    """The vector query against the echo with calls spread over several connections, when the run measured it."""
+    conns, echo, one = res.get("vector-conns"), res.get("echo-sync-conns"), res.get("echo-sync", {})
+    if not conns or not echo:
+        return []
+    n = next(iter(echo.values())).channels
+    label = _label("vector", res.get("vector-shards", {}))
+    lines = [
+        "### One connection or several",
+        "",
+        f"Every row above sends all calls over one connection (one busy client, its calls multiplexed as HTTP/2 "
+        f"streams). The same workloads spread over {n} connections (several clients), ratios to the echo over "
+        f"{n} connections:",
+        "",
+        "| workload | in flight | QPS | p50 ms | p99 ms | server CPU us/call | vs echo, same connections | errors |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [_row(f"echo floor (sync), {n} connections", r) for r in echo.values()]
+    lines += [_row(f"vector query ({label}), {n} connections", r, echo.get(c)) for c, r in conns.items()]
+    c = max(c for c in echo if c in conns)
+    many, single = echo[c], one.get(c)
+    if single is not None:
+        lines += [
+            "",
+            f"At {c} in flight the echo answers {many.qps:,.0f} calls/s over {n} connections against "
+            f"{single.qps:,.0f} over one ({many.server_cpu_us:,.0f} vs {single.server_cpu_us:,.0f} us of server "
+            f"CPU per call); the engine's vector query answers {conns[c].qps:,.0f}: {conns[c].qps / many.qps:.2f}x "
+            f"the echo here, {res['vector'][c].qps / single.qps:.2f}x over one connection.",
+        ]
+    return lines + [""]
 
 
 def _pinned_note(res: dict[str, Any]) -> str:

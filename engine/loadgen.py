@@ -31,6 +31,7 @@ class LoadResult:
     sent: int = 0  # calls issued in total (warm-up included); above len(requests) means requests repeated
     server_cpu_us: float = float("nan")  # CPU time (user + system) of `cpu_pids` per measured call
     client_cpu_us: float = float("nan")  # CPU time of this process per measured call
+    channels: int = 1  # client connections the calls were spread over
 
 
 def run_load(
@@ -44,6 +45,7 @@ def run_load(
     timeout_s: float = 10.0,
     metadata: Sequence[tuple[str, str]] | None = None,
     cpu_pids: Sequence[int] = (),
+    channels: int = 1,
 ) -> LoadResult:
     """Send `requests` round-robin (each used once if there are enough) with `concurrency` calls in flight.
 
@@ -55,11 +57,18 @@ def run_load(
         duration_s: measured period after `warmup_s`; the run also stops after `max_calls` measured calls.
         cpu_pids: server processes whose CPU time per call to report (CPU time holds up on a busy machine,
             where wall-clock rates depend on what else runs).
+        channels: client connections; calls go to them in turn. One connection carries every call as HTTP/2
+            streams (one busy client); several stand for several clients.
     """
     if not requests or concurrency < 1:
         raise ValueError("need requests and concurrency >= 1")
-    channel = grpc.insecure_channel(target)
-    call = channel.unary_unary(method)  # bytes in, bytes out
+    if channels < 1:
+        raise ValueError("need channels >= 1")
+    # One TCP connection per channel (no shared subchannel pool): calls spread over `channels` connections,
+    # as many clients would spread them, and servers sharing a port (SO_REUSEPORT) each get some.
+    opts = [("grpc.use_local_subchannel_pool", 1)]
+    chans = [grpc.insecure_channel(target, options=opts) for _ in range(channels)]
+    stubs = [ch.unary_unary(method) for ch in chans]  # bytes in, bytes out
     lock = threading.Lock()
     finished = threading.Event()
     lat: list[float] = []
@@ -74,7 +83,7 @@ def run_load(
             i = state["next"]
             state["next"] += 1
         t0 = time.perf_counter()
-        fut = call.future(requests[i % len(requests)], timeout=timeout_s, metadata=metadata)
+        fut = stubs[i % len(stubs)].future(requests[i % len(requests)], timeout=timeout_s, metadata=metadata)
         fut.add_done_callback(lambda f: done(f, t0))
 
     def done(f: grpc.Future, t0: float) -> None:
@@ -117,7 +126,8 @@ def run_load(
     finished.wait(warmup_s + duration_s + timeout_s + 30)
     sampler.join(timeout_s)
     elapsed = min(time.perf_counter(), t_end) - t_measure
-    channel.close()
+    for ch in chans:
+        ch.close()
     arr = np.array(lat) * 1000.0
     n = len(arr)
     errors = sum(codes.values())
@@ -134,6 +144,7 @@ def run_load(
         sent=state["next"],
         server_cpu_us=_per_call(cpu, "server", n) if procs else float("nan"),
         client_cpu_us=_per_call(cpu, "client", n),
+        channels=channels,
     )
 
 

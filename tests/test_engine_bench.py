@@ -118,3 +118,46 @@ def test_raw_results_round_trip_through_json(tmp_path: Path) -> None:
     res = {"n": 5, "vector": {1: _fake(1, 10.0), 32: _fake(32, 20.0)}, "in-process": {"ann": 1.5}}
     back = _from_json(json.loads(json.dumps(_jsonable(res))))
     assert back == res
+
+
+def test_calls_spread_over_the_requested_connections() -> None:
+    from concurrent import futures
+
+    import grpc
+
+    peers: set[str] = set()
+
+    def echo(request: bytes, context: grpc.ServicerContext) -> bytes:
+        peers.add(context.peer())  # "ipv4:127.0.0.1:<client port>": one per connection
+        return request
+
+    handler = grpc.unary_unary_rpc_method_handler(echo)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.Echo", {"Call": handler}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        one = run_load(f"127.0.0.1:{port}", "/t.Echo/Call", [b"x"], 3, duration_s=0.2, warmup_s=0.0)
+        seen_one, peers_one = one.channels, set(peers)
+        peers.clear()
+        three = run_load(f"127.0.0.1:{port}", "/t.Echo/Call", [b"x"], 3, duration_s=0.2, warmup_s=0.0, channels=3)
+    finally:
+        server.stop(0)
+    assert seen_one == 1 and len(peers_one) == 1
+    assert three.channels == 3 and three.errors == 0 and len(peers) == 3
+
+
+def test_connection_rows_compare_with_the_echo_over_as_many_connections() -> None:
+    from dataclasses import replace
+
+    res = _fake_results(**{
+        "vector-shards": {"vector": 1},
+        "echo-sync-conns": {c: replace(_fake(c, 2000), channels=4) for c in (8, 32)},
+        "vector-conns": {c: replace(_fake(c, 1800), channels=4) for c in (8, 32)},
+    })
+    section = render(res, "python -m engine.bench", "test machine")
+    assert "### One connection or several" in section
+    assert "| vector query (1 shard), 4 connections | 32 | 1,800 |" in section and "| 0.90x |" in section
+    assert "answers 2,000 calls/s over 4 connections against 3,000 over one" in section
+    assert "answers 1,800: 0.90x the echo here, 0.80x over one connection" in section
+    assert "### One connection" not in render(_fake_results(), "python -m engine.bench", "test machine")
