@@ -141,7 +141,8 @@ def compact(cache_dir: Path, store: str) -> int:
                 keys_parts.append(k)
                 vec_parts.append(np.asarray(v, np.float32))
                 merged.append(key_file)
-        if len(merged) > 1:
+        count = len(merged) if len(merged) > 1 else 0
+        if count:
             all_keys, first = np.unique(np.concatenate(keys_parts), return_index=True)
             base = cache_dir / f"{store}-{uuid.uuid4().hex[:12]}"
             _save(base.with_name(base.name + ".npy"), np.concatenate(vec_parts)[first])
@@ -159,5 +160,5 @@ def compact(cache_dir: Path, store: str) -> int:
                     vec_file.unlink()
             except OSError:
                 pass
-        log.info("embedding cache %s: %d pairs merged", store, len(merged) if len(merged) > 1 else 0)
-        return len(merged) if len(merged) > 1 else 0
+        log.info("embedding cache %s: %d pairs merged", store, count)
+        return count
