@@ -64,7 +64,7 @@ def lookup(
     if not cache_dir.is_dir() or not len(keys):
         return out, found
     for key_file in sorted(cache_dir.glob(f"{store}-*.keys.npy")):
-        vec_file = key_file.with_name(key_file.name[: -len(".keys.npy")] + ".npy")
+        vec_file = _vectors_of(key_file)
         try:
             stored = np.load(key_file)
             vecs = np.load(vec_file, mmap_mode="r")
