@@ -55,11 +55,22 @@ class EntityConfig:
 
 
 @dataclass(frozen=True)
+class LexicalConfig:
+    """The lexical channel appended to the served vector (encoders/lexical.py): hashed tf-idf of stemmed words."""
+
+    dim: int = 0  # width appended to the served vector (0: no lexical channel)
+    weight: float = 0.5  # the served score is dense cosine + weight * lexical cosine
+    stemmer: str = "english"  # Snowball stemmer applied to every word ("" for none)
+    nonzeros: int = 8  # hashed coordinates per token of the sparse random projection
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild the network (stored in the checkpoint's config.json)."""
 
     query: QueryConfig = field(default_factory=QueryConfig)
     entity: EntityConfig = field(default_factory=EntityConfig)
+    lexical: LexicalConfig = field(default_factory=LexicalConfig)
     compat_mode: str = "head"  # "head": a Linear per legacy space on the pooled backbone; "prefix": first dims
     init_from_backbone: bool = True  # with entity.text_input: both towers start as the untuned backbone's
     #                                  similarity (one shared random rotation, MLP output initialised to zero)
@@ -139,9 +150,10 @@ class RunConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     # Fits in 5 minutes on 2 cores for the README's end-to-end job: MiniLM kept frozen (its pooled state is
     # computed once per query), the projection, heads and the whole entity tower trained; entities also read the
-    # untuned MiniLM embedding of their text, so training starts from the pretrained similarity.
+    # untuned MiniLM embedding of their text, so training starts from the pretrained similarity. Both presets
+    # serve 256 dense dims plus the 256-dim lexical channel (Home Depot dev nDCG@10 0.287 -> 0.344 here).
     "quick": {
-        "model": {"query": {"train_layers": 0}, "entity": {"text_input": True}},
+        "model": {"query": {"train_layers": 0}, "entity": {"text_input": True}, "lexical": {"dim": 256}},
         "train": {"name": "quick", "steps": 600, "time_limit_s": 200.0, "batch_size": 256, "warmup_steps": 30,
                   "final_eval": False, "lr": 5e-4, "lr_hash": 2e-3},
     },
@@ -152,7 +164,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # pairs, dev is checked every 200 steps and the best check's weights are kept; the compatibility heads are
     # then fit again on the kept tower (an early kept step leaves them under-trained).
     "full": {
-        "model": {"query": {"backbone": "multilingual-e5-small", "train_layers": 3}, "entity": {"text_input": True}},
+        "model": {"query": {"backbone": "multilingual-e5-small", "train_layers": 3}, "entity": {"text_input": True},
+                  "lexical": {"dim": 256}},
         "train": {
             "name": "full",
             "steps": 1000,
@@ -197,6 +210,7 @@ _NESTED: dict[tuple[str, str], type] = {
     ("RunConfig", "train"): TrainConfig,
     ("ModelConfig", "query"): QueryConfig,
     ("ModelConfig", "entity"): EntityConfig,
+    ("ModelConfig", "lexical"): LexicalConfig,
 }
 
 
@@ -260,6 +274,9 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"query.pooling must be 'cls' or 'mean', got {q.pooling!r}")
     if not 0 < q.serve_dim <= q.dim:
         raise ConfigError(f"query.serve_dim must be in 1..{q.dim}, got {q.serve_dim}")
+    lx = cfg.model.lexical
+    if lx.dim < 0 or lx.weight < 0 or (lx.dim and not 0 < lx.nonzeros <= lx.dim):
+        raise ConfigError(f"lexical: dim >= 0, weight >= 0 and nonzeros in 1..dim are required, got {lx}")
     if e.dim != q.dim:
         raise ConfigError(f"entity.dim ({e.dim}) must equal query.dim ({q.dim}): one shared space")
     if cfg.model.compat_mode not in ("head", "prefix", "off"):

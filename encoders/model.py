@@ -24,6 +24,7 @@ from encoders.config import ModelConfig, model_config_from_dict, to_dict
 from encoders.entity import EntityEncoder
 from encoders.errors import CheckpointError, ConfigError, UnknownSpace
 from encoders.features import Featurizer, passage_text
+from encoders.lexical import LexicalEncoder
 from encoders.query import PassageEncoder, QueryEncoder, head_key
 from encoders.tokenize import EntityTokenizer
 
@@ -59,8 +60,12 @@ class OmniSearchSage(nn.Module):
         engaged: dict[str, list[str]] | None = None,
         legacy_descriptions: dict[str, str] | None = None,
         pretrained: bool = True,
+        lexical: LexicalEncoder | None = None,
     ) -> None:
         super().__init__()
+        if cfg.lexical.dim and lexical is None:
+            raise ConfigError("lexical.dim > 0 needs the catalog's document frequencies (LexicalEncoder.build)")
+        self.lexical = lexical if cfg.lexical.dim else None
         torch.manual_seed(cfg.seed)
         self.cfg = cfg
         self.backbone_info = backbone
@@ -154,7 +159,7 @@ class OmniSearchSage(nn.Module):
 
     @property
     def spaces(self) -> dict[str, int]:
-        out = {"model": self.cfg.query.serve_dim}
+        out = {"model": self.cfg.query.serve_dim + (self.lexical.dim if self.lexical else 0)}
         if self.cfg.compat_mode != "off":
             out.update({f"legacy-{name}": dim for name, dim in self.legacy.items()})
         return out
@@ -173,7 +178,7 @@ class OmniSearchSage(nn.Module):
         """Texts -> (n, dim of space) float32, L2-normalised."""
         if space not in self.spaces:
             raise UnknownSpace(f"unknown space {space!r}; this model has {sorted(self.spaces)}")
-        dim = self.spaces[space]
+        dim = self.cfg.query.serve_dim if space == "model" else self.spaces[space]
         out = np.zeros((len(texts), dim), np.float32)
         order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths pad less
         for start in range(0, len(texts), batch_size):
@@ -185,11 +190,13 @@ class OmniSearchSage(nn.Module):
             else:
                 vec = self.query.legacy_embed(pooled, space[len("legacy-") :])
             out[idx] = vec.float().numpy()
+        if space == "model" and self.lexical is not None:
+            return self.lexical.combine(out, texts)
         return out
 
     @torch.inference_mode()
     def embed_entities(self, rows: list[Row], batch_size: int = 256) -> NDArray[np.float32]:
-        """Catalog entity rows -> (n, serve dim) float32, L2-normalised."""
+        """Catalog entity rows -> (n, dim of space "model") float32, L2-normalised."""
         dim = self.cfg.query.serve_dim
         out = np.zeros((len(rows), dim), np.float32)
         text_vecs = self.text_vectors(rows) if self.passage is not None else None
@@ -200,6 +207,8 @@ class OmniSearchSage(nn.Module):
                     f.text_vec = v
             vec = self.entity(self.featurizer.collate(feats))  # (b, D)
             out[start : start + len(feats)] = F.normalize(vec[:, :dim], dim=-1).numpy()
+        if self.lexical is not None:
+            return self.lexical.combine(out, [passage_text(r, self.cfg.entity.fields) for r in rows])
         return out
 
     def text_vectors(self, rows: list[Row], progress: bool = False) -> NDArray[np.float32]:
@@ -228,7 +237,8 @@ class OmniSearchSage(nn.Module):
         """Write the checkpoint directory atomically (temp dir, then rename); returns the checkpoint id.
 
         Layout: config.json, model.safetensors (every weight), backbone/ (Hugging Face config and tokenizer
-        files), vocab.json (entity vocabularies), engaged_queries.json.gz (the train-split enrichment).
+        files), vocab.json (entity vocabularies), engaged_queries.json.gz (the train-split enrichment),
+        lexical.json.gz (document frequencies of the lexical channel, when it has one).
         """
         target = Path(directory)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -241,6 +251,8 @@ class OmniSearchSage(nn.Module):
             self.tokenizer.save(tmp / "vocab.json")
             with gzip.open(tmp / "engaged_queries.json.gz", "wt", encoding="utf-8") as f:
                 json.dump(self.engaged, f, ensure_ascii=False, sort_keys=True)
+            if self.lexical is not None:
+                self.lexical.save(tmp)
             ckpt_id = _sha256(tmp / WEIGHTS)[:16]
             cfg = self.config_dict(extra)
             cfg["checkpoint_id"] = ckpt_id
@@ -283,14 +295,17 @@ def load(directory: str | os.PathLike[str]) -> OmniSearchSage:
         engaged = json.load(f)
     legacy = {n: int(v["dim"]) for n, v in cfg.get("legacy", {}).items()}
     descriptions = {n: str(v.get("description", "")) for n, v in cfg.get("legacy", {}).items()}
+    model_cfg = model_config_from_dict(cfg["model"])
+    lexical = LexicalEncoder.load(model_cfg.lexical, d) if model_cfg.lexical.dim else None
     model = OmniSearchSage(
-        model_config_from_dict(cfg["model"]),
+        model_cfg,
         backbone,
         EntityTokenizer.load(d / "vocab.json"),
         legacy,
         engaged,
         descriptions,
         pretrained=False,
+        lexical=lexical,
     )
     missing, unexpected = load_model(model, str(d / WEIGHTS), strict=False)
     if missing or unexpected:

@@ -24,7 +24,8 @@ from encoders.config import RunConfig, run_config_from_dict, to_dict
 from encoders.data import TaskData, engaged_queries, load_tasks, split_exists
 from encoders.errors import NoTrainingData
 from encoders.evaluate import dev_tasks, evaluate_system
-from encoders.features import EntityFeatures, query_key
+from encoders.features import EntityFeatures, passage_text, query_key
+from encoders.lexical import LexicalEncoder
 from encoders.loss import SampledSoftmaxLoss
 from encoders.model import OmniSearchSage, load
 from encoders.retrieval import Pools
@@ -139,9 +140,14 @@ class Trainer:
                 if cfg.model.entity.engaged_queries else {}
             )
             tokenizer = self._build_vocab(engaged)
+            lexical = None
+            if cfg.model.lexical.dim:  # document frequencies over every entity's own text (not its queries)
+                texts = (passage_text(r, cfg.model.entity.fields) for r in self.cat.entities())
+                lexical = LexicalEncoder.build(cfg.model.lexical, texts)
+                log.info("lexical channel: %d tokens over %d entities", len(lexical.df), lexical.n_docs)
             self.model = OmniSearchSage(
                 cfg.model, resolve_backbone(cfg.model.query.backbone), tokenizer, legacy_dims, engaged,
-                {s: descriptions.get(s, "") for s in legacy_dims},
+                {s: descriptions.get(s, "") for s in legacy_dims}, lexical=lexical,
             )
         self.model.train()
         self._featurize()

@@ -48,7 +48,7 @@ def test_fitting_moves_only_the_heads_and_adds_a_head_for_a_new_space(trained: H
         assert f.loss_last < f.loss_first, f  # the head learned its pairs
     after = encoders.load(out)
     assert after.checkpoint_id == ckpt_id != before.checkpoint_id
-    assert after.spaces == {"model": 256, "legacy-toy": 12, "legacy-late": 20}
+    assert after.spaces == {"model": 512, "legacy-toy": 12, "legacy-late": 20}
     assert after.legacy_descriptions["late"] == "arrived later"
     old, new = _weights(before), _weights(after)
     changed = {k for k in old if not torch.equal(old[k], new[k])}

@@ -75,6 +75,6 @@ def test_cli_standin_train_evaluate_embed(home: Home, tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     vecs = np.load(vec_file)
     ids = vec_file.with_suffix(".ids.txt").read_text().split()
-    assert vecs.shape == (4, 256) and len(ids) == 4
+    assert vecs.shape == (4, 256 + 256) and len(ids) == 4  # dense + lexical
     res = runner.invoke(cli, ["evaluate", "--checkpoint", str(tmp_path), "--home", str(home.root)])
     assert res.exit_code == 1 and "Error" in res.output
