@@ -194,6 +194,19 @@ class OmniSearchSage(nn.Module):
             return self.lexical.combine(out, texts)
         return out
 
+    def embed_related(self, texts: list[str], batch_size: int = 64) -> NDArray[np.float32]:
+        """Queries as the items of related searches (the `queries` index), in space "model".
+
+        Unless `lexical.related_queries` is set, their lexical block is zero: related searches then rank by the
+        dense cosine alone, and a query's own lexical block meets nothing there.
+        """
+        vecs = self.embed_queries(texts, "model", batch_size)
+        if self.lexical is None or self.cfg.lexical.related_queries:
+            return vecs
+        vecs[:, self.cfg.query.serve_dim :] = 0.0
+        vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        return vecs
+
     @torch.inference_mode()
     def embed_entities(self, rows: list[Row], batch_size: int = 256) -> NDArray[np.float32]:
         """Catalog entity rows -> (n, dim of space "model") float32, L2-normalised."""

@@ -20,7 +20,7 @@ class ModelRetriever(DenseRetriever):
 
     def embed_pool(self, pool: Pool) -> tuple[list[str], NDArray[np.float32]]:
         if pool.kind == "query":
-            return pool.ids, self.model.embed_queries([r["text"] for r in pool.rows])
+            return pool.ids, self.model.embed_related([r["text"] for r in pool.rows])
         return pool.ids, self.model.embed_entities(pool.rows)
 
     def embed_texts(self, texts: list[str], kind: str) -> NDArray[np.float32]:

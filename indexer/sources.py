@@ -2,7 +2,7 @@
 
 Index names: `pins`, `products`, `docs` (entities of kind pin/product/doc embedded with the checkpoint's
 `embed_entities`; any other kind K gives an index `Ks`), `queries` (catalog queries embedded with
-`embed_queries(..., space="model")`), `legacy-<name>` (the catalog's stored vectors of legacy space <name>,
+`embed_related`, in space "model"), `legacy-<name>` (the catalog's stored vectors of legacy space <name>,
 never re-embedded), and any other name for vectors read from a file.
 """
 
@@ -46,6 +46,8 @@ class Embedder(Protocol):
     def embed_queries(self, texts: list[str], space: str = "model", batch_size: int = 64) -> Any: ...
 
     def embed_entities(self, rows: list[dict[str, Any]], batch_size: int = 256) -> Any: ...
+
+    def embed_related(self, texts: list[str], batch_size: int = 64) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -272,8 +274,7 @@ def catalog_source(
         rows = list(cat.queries())
         ids = [r["id"] for r in rows]
         texts = [r["text"] or "" for r in rows]
-        x = _embed_in_chunks(lambda t: model.embed_queries(t, space="model"), texts, f"embed {plan.name}",
-                             progress)
+        x = _embed_in_chunks(model.embed_related, texts, f"embed {plan.name}", progress)
     else:
         rows = list(cat.entities(plan.entity_kind))
         ids = [r["id"] for r in rows]

@@ -99,3 +99,9 @@ def test_a_trained_model_serves_dense_and_lexical_in_one_vector(home: Home) -> N
     assert lex_q.any() and (lex_e @ lex_q[0]).max() > 0.2
     has = lex_e.any(axis=1)
     assert np.allclose((q @ ent.T)[0, has] * 1.5, (d_q @ d_ent.T)[0, has] + 0.5 * (lex_e @ lex_q[0])[has], atol=1e-4)
+    # related searches: queries as items carry no lexical block unless asked to, so they rank by dense cosine
+    related = model.embed_related(["iphone charger", "gato"])
+    assert related.shape == (2, 288) and not related[:, 256:].any()
+    assert np.allclose(related[:, :256], dense_only.embed_queries(["iphone charger", "gato"]), atol=1e-5)
+    model.cfg = override(cfg, {"model": {"lexical": {"related_queries": True}}}).model
+    assert np.array_equal(model.embed_related(["iphone charger"]), q)
