@@ -25,6 +25,7 @@ from catalog import Catalog, Home
 from encoders.config import LossConfig, TrainConfig
 from encoders.data import TaskData, load_tasks
 from encoders.errors import ConfigError, NoTrainingData
+from encoders.known import KnownPositives
 from encoders.loss import SampledSoftmaxLoss
 from encoders.model import OmniSearchSage, load, read_config
 from encoders.query import head_key
@@ -94,6 +95,7 @@ def fit_heads(
     seed: int = 0,
     bf16: bool = True,
     progress: bool = False,
+    query_group: Mapping[str, str] | None = None,
 ) -> list[HeadFit]:
     """Fit the head of every legacy task's space for `steps` steps; the rest of the model is not touched.
 
@@ -103,6 +105,7 @@ def fit_heads(
         legacy_vecs: space -> (n, d) L2-normalised frozen item vectors; legacy_ids: space -> the n item ids.
         steps: optimizer steps per space (cosine decay to a tenth of `lr`).
         bf16: bf16 autocast for the query states (as training and serving run the backbone).
+        query_group: query id -> group id (translations share one), for masking known positives.
     """
     if model.cfg.compat_mode != "head":
         raise ConfigError(f"only compat_mode='head' has heads to fit (this model: {model.cfg.compat_mode!r})")
@@ -112,8 +115,9 @@ def fit_heads(
         if not task.pairs:
             log.info("%s: no train pairs, head left as it is", task.name)
             continue
+        known = KnownPositives(task.pairs, query_group or {}) if lc.mask_known else None
         fits.append(_fit_one(model, task, query_text, legacy_vecs[task.kind], legacy_ids[task.kind], steps,
-                             batch_size, lr, lc, seed + n, bf16, progress))
+                             batch_size, lr, lc, seed + n, bf16, progress, known))
     return fits
 
 
@@ -130,6 +134,7 @@ def _fit_one(
     seed: int,
     bf16: bool,
     progress: bool,
+    known: KnownPositives | None,
 ) -> HeadFit:
     t0 = time.perf_counter()
     space = task.kind
@@ -168,8 +173,13 @@ def _fit_one(
         neg_idx = torch.from_numpy(rng.integers(0, len(ids), lc.random_negatives * len(b)))
         q = F.normalize(head(states[q_rows[b]]), dim=-1)
         has_neg = len(neg_idx) > 0
+        mask = neg_mask = None
+        if known is not None:
+            batch_q = [task.pairs[i][0] for i in b.tolist()]
+            mask = known.mask(batch_q, [task.pairs[i][1] for i in b.tolist()])  # (B, B)
+            neg_mask = known.mask(batch_q, [ids[i] for i in neg_idx.tolist()]) if has_neg else None  # (B, R)
         out = crit(q, vecs[p_rows[b]], q_keys_all[b], p_keys_all[b], vecs[neg_idx] if has_neg else None,
-                   item_keys[neg_idx] if has_neg else None, len(ids))
+                   item_keys[neg_idx] if has_neg else None, len(ids), None, mask, neg_mask)
         opt.zero_grad(set_to_none=True)
         out.total.backward()
         opt.step()
@@ -219,10 +229,13 @@ def fit_checkpoint(
         tasks = [t for t in load_tasks(cat, {"query->legacy": 1.0}, min_grade, chosen) if t.target == "legacy"]
         if not tasks:
             raise NoTrainingData(f"no train pairs reach an item of {sorted(chosen)}; run `catalog split` first?")
-        texts = {q: str(r["text"]) for q, r in cat.get_queries(sorted({q for t in tasks for q, _ in t.pairs})).items()}
+        rows = cat.get_queries(sorted({q for t in tasks for q, _ in t.pairs}))
+        texts = {q: str(r["text"]) for q, r in rows.items()}
+        groups = {q: str(r.get("group_id") or q) for q, r in rows.items()}
     for t in tasks:
         t.pairs = [p for p in t.pairs if p[0] in texts]
-    fits = fit_heads(model, tasks, texts, vecs, ids, steps, batch_size, lr, LossConfig(), seed, progress=progress)
+    fits = fit_heads(model, tasks, texts, vecs, ids, steps, batch_size, lr, LossConfig(), seed, progress=progress,
+                     query_group=groups)
     for f in fits:
         if not model.legacy_descriptions.get(f.space):
             model.legacy_descriptions[f.space] = descriptions.get(f.space, "")

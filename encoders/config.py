@@ -90,6 +90,7 @@ class LossConfig:
     max_scale: float = 100.0  # cap of the learned logit scale
     random_negatives: int = 1  # random entities per positive, shared across the task's batch (paper 4; CPU)
     logq: bool = True  # logQ correction from streaming frequency estimates
+    mask_known: bool = False  # never use an item the train pairs tie to the query's group as a negative (known.py)
     sketch_width: int = 1 << 16  # count-min sketch columns
     sketch_depth: int = 4  # count-min sketch rows
 

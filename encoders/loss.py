@@ -12,8 +12,10 @@ applied to every column, the diagonal included, since the positive is itself a b
 are drawn uniformly from the task's N entities, so each has expected count R / N and the sampled partition
 function estimates the full one. Masked to -inf: in the in-batch softmax, columns j != i whose item equals p_i
 (accidental positives) or whose query equals q_i (another positive of the same query); in the random softmax,
-negatives equal to p_i. The total is sum_d w_d * (CE_in(d) + CE_rand(d)) with the paper's weights
-(16, 32, 64, 128: 0.05; 256, 512: 1.0).
+negatives equal to p_i. The caller may mask more (`known`, `neg_known`): the trainer masks every item the
+training data already pairs with q_i or with a translation of q_i, so an item in another language, or another
+relevant item of the same query, is never pushed away as a negative. The total is
+sum_d w_d * (CE_in(d) + CE_rand(d)) with the paper's weights (16, 32, 64, 128: 0.05; 256, 512: 1.0).
 
 Shapes: q, p (B, D); neg (R, D); q_keys, p_keys (B,) int64; neg_keys (R,) int64.
 """
@@ -49,11 +51,13 @@ def masked_in_batch_logits(
     p_keys: torch.Tensor,
     p_logq: torch.Tensor | None,
     q_item_keys: torch.Tensor | None = None,
+    known: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(B, d) q and p -> (B, B) corrected logits with accidental positives and same-query columns at -inf.
 
     `q_item_keys` (B,) are the queries' keys as items (query->query tasks): a column holding row i's own
-    query is masked too.
+    query is masked too. `known` (B, B) bool masks more columns (known positives of row i); its diagonal is
+    ignored.
     """
     logits = scale * q @ p.T  # (B, B)
     if p_logq is not None:
@@ -61,6 +65,8 @@ def masked_in_batch_logits(
     same = (p_keys[None, :] == p_keys[:, None]) | (q_keys[None, :] == q_keys[:, None])  # (B, B)
     if q_item_keys is not None:
         same = same | (p_keys[None, :] == q_item_keys[:, None])
+    if known is not None:
+        same = same | known
     same.fill_diagonal_(False)
     return logits.masked_fill(same, float("-inf"))
 
@@ -73,11 +79,18 @@ def random_logits(
     p_keys: torch.Tensor,
     neg_keys: torch.Tensor,
     neg_logq: float,
+    neg_known: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """(B, d) q, p and (R, d) neg -> (B, 1 + R) logits, positive first, negatives equal to p_i at -inf."""
+    """(B, d) q, p and (R, d) neg -> (B, 1 + R) logits, positive first, negatives equal to p_i at -inf.
+
+    `neg_known` (B, R) bool masks more negatives (known positives of row i).
+    """
     pos = scale * (q * p).sum(-1, keepdim=True)  # (B, 1)
     negs = scale * q @ neg.T - neg_logq  # (B, R)
-    negs = negs.masked_fill(neg_keys[None, :] == p_keys[:, None], float("-inf"))  # (B, R)
+    mask = neg_keys[None, :] == p_keys[:, None]  # (B, R)
+    if neg_known is not None:
+        mask = mask | neg_known
+    negs = negs.masked_fill(mask, float("-inf"))
     return torch.cat([pos, negs], dim=1)  # (B, 1 + R)
 
 
@@ -118,8 +131,12 @@ class SampledSoftmaxLoss(nn.Module):
         neg_keys: torch.Tensor | None = None,
         num_candidates: int | None = None,
         q_item_keys: torch.Tensor | None = None,
+        known: torch.Tensor | None = None,
+        neg_known: torch.Tensor | None = None,
     ) -> LossParts:
         """Loss of one batch; `num_candidates` (N) is the size of the pool random negatives came from.
+
+        `known` (B, B) and `neg_known` (B, R) bool mark further columns that are positives of row i.
 
         Updates the sketch with this batch's positives first, so Q(p) >= 1 / total for every column.
         """
@@ -143,13 +160,15 @@ class SampledSoftmaxLoss(nn.Module):
         for d, w in zip(dims, weights, strict=True):
             qd = F.normalize(q[:, :d], dim=-1)  # (B, d)
             pd = F.normalize(p[:, :d], dim=-1)  # (B, d)
-            logits_in = masked_in_batch_logits(qd, pd, scale, q_keys, p_keys, p_logq, q_item_keys)  # (B, B)
+            logits_in = masked_in_batch_logits(qd, pd, scale, q_keys, p_keys, p_logq, q_item_keys, known)  # (B, B)
             loss_in = F.cross_entropy(logits_in, targets)
             loss = loss_in
             loss_rand = torch.zeros(())
             if has_neg:
                 nd = F.normalize(neg[:, :d], dim=-1)  # type: ignore[index]  # (R, d)
-                logits = random_logits(qd, pd, nd, scale, p_keys, neg_keys, neg_logq)  # type: ignore[arg-type]
+                logits = random_logits(  # (B, 1 + R)
+                    qd, pd, nd, scale, p_keys, neg_keys, neg_logq, neg_known  # type: ignore[arg-type]
+                )
                 loss_rand = F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long))
                 loss = loss + loss_rand
             total = total + w * loss

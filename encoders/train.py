@@ -25,6 +25,7 @@ from encoders.data import TaskData, engaged_queries, load_tasks, split_exists
 from encoders.errors import NoTrainingData
 from encoders.evaluate import dev_tasks, evaluate_system
 from encoders.features import EntityFeatures, passage_text, query_key
+from encoders.known import KnownPositives
 from encoders.lexical import LexicalEncoder
 from encoders.loss import SampledSoftmaxLoss
 from encoders.model import OmniSearchSage, load
@@ -162,6 +163,7 @@ class Trainer:
                 seed=tc.seed + i,
             )
         self.samplers = {t.name: TaskSampler(len(t.pairs), tc.seed + 101 * i) for i, t in enumerate(self.tasks)}
+        self.known = {t.name: KnownPositives(t.pairs, self.query_group) for t in self.tasks if cfg.loss.mask_known}
         self.neg_rng = np.random.default_rng(tc.seed + 7)
         self.optimizer = self._optimizer()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
@@ -227,6 +229,7 @@ class Trainer:
                       | {x for t in self.tasks if t.target == "query" for _, x in t.pairs})
         queries = self.cat.get_queries(qids)
         self.query_text = {q: str(r["text"]) for q, r in queries.items()}
+        self.query_group = {q: str(r.get("group_id") or q) for q, r in queries.items()}  # translations share one
         tok = self.model.query.tokenizer
         prefix = self.model.query.prefix
         texts = [prefix + self.query_text[q] for q in qids if q in self.query_text]
@@ -350,8 +353,12 @@ class Trainer:
         for task in tasks:
             pairs = picked[task.name]
             qrows = torch.tensor([row_of[q] for q, _ in pairs])
-            q_keys = keys_of([q for q, _ in pairs])
+            queries = [q for q, _ in pairs]
+            q_keys = keys_of(queries)
             p_keys = keys_of([t for _, t in pairs])
+            known_pos = self.known.get(task.name)
+            known = known_pos.mask(queries, [t for _, t in pairs]) if known_pos else None  # (B, B)
+            neg_known = None
             neg = neg_keys = None
             n_cand = None
             q_item_keys = None
@@ -373,7 +380,9 @@ class Trainer:
                 p = evec[: len(pairs)]
                 if len(neg_idx):
                     neg = evec[len(pairs) :]
-                    neg_keys = keys_of([self.entity_ids[task.kind][i] for i in neg_idx])
+                    neg_ids = [self.entity_ids[task.kind][i] for i in neg_idx]
+                    neg_keys = keys_of(neg_ids)
+                    neg_known = known_pos.mask(queries, neg_ids) if known_pos else None  # (B, R)
                     n_cand = len(feats)
             elif task.target == "query":
                 q = qvec[qrows]
@@ -387,10 +396,12 @@ class Trainer:
                     neg_idx = self.neg_rng.integers(0, vecs.shape[0], n_neg * len(pairs))
                     neg = vecs[torch.from_numpy(neg_idx)]
                     ids = self.legacy_ids[task.kind]
-                    neg_keys = keys_of([ids[i] for i in neg_idx])
+                    neg_ids = [ids[i] for i in neg_idx]
+                    neg_keys = keys_of(neg_ids)
+                    neg_known = known_pos.mask(queries, neg_ids) if known_pos else None  # (B, R)
                     n_cand = int(vecs.shape[0])
             clock = self._tick("entity_forward", clock)
-            parts = self.losses[task.name](q, p, q_keys, p_keys, neg, neg_keys, n_cand, q_item_keys)
+            parts = self.losses[task.name](q, p, q_keys, p_keys, neg, neg_keys, n_cand, q_item_keys, known, neg_known)
             clock = self._tick("loss", clock)
             total = total + (task.weight / weight_sum) * parts.total
             logs[task.name] = float(parts.total.detach())
@@ -416,7 +427,7 @@ class Trainer:
         tc = self.cfg.train
         ids = {t.kind: self.legacy_ids[t.kind] for t in tasks}
         return fit_heads(self.model, tasks, self.query_text, self.legacy_vecs, ids, tc.compat_steps, tc.batch_size,
-                         tc.compat_lr, self.cfg.loss, tc.seed, tc.bf16, self.progress)
+                         tc.compat_lr, self.cfg.loss, tc.seed, tc.bf16, self.progress, self.query_group)
 
     def _tick(self, phase: str, since: float) -> float:
         now = time.perf_counter()

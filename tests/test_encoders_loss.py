@@ -61,6 +61,19 @@ def test_query_targets_mask_the_rows_own_query() -> None:
     assert out.total.item() == pytest.approx(0.0, abs=1e-6)
 
 
+def test_known_positive_masks_drop_exactly_the_marked_columns() -> None:
+    keys = (keys_of(["q1", "q2"]), keys_of(["a", "b"]))
+    known = torch.tensor([[False, True], [False, False]])  # column 1 is a known positive of row 0 only
+    out = loss_fn()(Q, P, *keys, known=known)
+    assert out.total.item() == pytest.approx((0.0 + ce([0.8, 1.0], 1)) / 2, abs=1e-6)
+    diag = loss_fn()(Q, P, *keys, known=torch.eye(2, dtype=torch.bool))  # the positive itself is never masked
+    assert diag.total.item() == pytest.approx(loss_fn()(Q, P, *keys).total.item(), abs=1e-6)
+    neg = torch.tensor([[1.0, 0.0]])
+    plain = loss_fn()(Q, P, *keys, neg=neg, neg_keys=keys_of(["n"]))
+    masked = loss_fn()(Q, P, *keys, neg=neg, neg_keys=keys_of(["n"]), neg_known=torch.tensor([[True], [True]]))
+    assert masked.random == pytest.approx(0.0, abs=1e-6) and plain.random > 0.1
+
+
 def test_logq_correction_subtracts_log_frequency_per_column() -> None:
     loss = loss_fn(logq=True)
     loss.sketch.add(keys_of(["a", "a", "a"]))  # item a was seen 3 times before this batch

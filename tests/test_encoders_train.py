@@ -141,3 +141,16 @@ def test_dev_score_counts_every_dev_query_the_same() -> None:
              "mid": {"nDCG@10": 0.7, "queries": 99}}
     assert dev_score({"tasks": tasks}) == pytest.approx((0.4 * 900 + 1.0 + 0.7 * 99) / 1000)
     assert dev_score({"tasks": {}}) != dev_score({"tasks": {}})  # NaN: nothing measured
+
+
+def test_mask_known_hides_the_other_language_copy_of_a_positive(tiny_home: Home) -> None:
+    cfg = override(tiny_config(steps=2), {"loss": {"mask_known": True}})
+    trainer = Trainer(tiny_home, cfg, out=tiny_home.checkpoints / "masked", progress=False)
+    trainer.prepare()
+    known = trainer.known["query->pin"]
+    pairs = dict(next(t for t in trainer.tasks if t.name == "query->pin").pairs)
+    q = next(q for q in pairs if q.endswith("-es") and q.replace("-es", "-en") in pairs)
+    own, other = pairs[q], pairs[q.replace("-es", "-en")]  # the Spanish and the English paragraph
+    assert own != other and known.mask([q], [own, other]).tolist() == [[True, True]]
+    assert trainer.train_step()["loss"] > 0  # a step runs with the masks
+    assert not override(tiny_config(), {}).loss.mask_known  # off by default: the presets were measured without it
