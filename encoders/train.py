@@ -510,9 +510,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ the run
     def run(self, stop_after: int | None = None) -> TrainResult:
-        """Train to `steps` (or the time limit), then save. `stop_after` steps simulates an interruption."""
+        """Train to `steps` (or a time limit), then save. `stop_after` steps simulates an interruption."""
+        started = time.perf_counter()
         self.prepare()
         tc = self.cfg.train
+
+        def in_time() -> bool:
+            run_ok = not tc.run_time_limit_s or time.perf_counter() - started < tc.run_time_limit_s
+            return run_ok and self.train_seconds < tc.time_limit_s
+
         dev: dict[str, Any] = {}
         history: list[dict[str, Any]] = []
         last_state = time.perf_counter()
@@ -520,7 +526,7 @@ class Trainer:
         ema: dict[str, float] = {}
         done_in_call = 0
         left = {t.name for t in self.active_tasks()}
-        while self.step < tc.steps and self.train_seconds < tc.time_limit_s:
+        while self.step < tc.steps and in_time():
             active = {t.name for t in self.active_tasks()}
             for name in sorted(left - active):
                 log.info("task %s leaves the mix at step %d (%g passes over its pairs)", name, self.step,
@@ -551,8 +557,10 @@ class Trainer:
                 self._save_state()
                 last_state = time.perf_counter()
         bar.close()
-        if self.step < tc.steps:
-            log.warning("time limit %.0f s reached at step %d of %d", tc.time_limit_s, self.step, tc.steps)
+        if self.step < tc.steps and not in_time():
+            log.warning("time limit reached at step %d of %d (training %.0f s of %.0f; preparation and training "
+                        "%.0f s of %s)", self.step, tc.steps, self.train_seconds, tc.time_limit_s,
+                        time.perf_counter() - started, f"{tc.run_time_limit_s:.0f}" if tc.run_time_limit_s else "-")
         if tc.final_eval or (tc.keep_best and self.best is not None):
             dev = self.evaluate_dev(tc.eval_max_queries)
             history.append({"step": self.step, **_summary(dev)})

@@ -154,3 +154,14 @@ def test_mask_known_hides_the_other_language_copy_of_a_positive(tiny_home: Home)
     assert own != other and known.mask([q], [own, other]).tolist() == [[True, True]]
     assert trainer.train_step()["loss"] > 0  # a step runs with the masks
     assert not override(tiny_config(), {}).loss.mask_known  # off by default: the presets were measured without it
+
+
+def test_run_time_limit_counts_preparation(tiny_home: Home, caplog: pytest.LogCaptureFixture) -> None:
+    # preparation alone takes longer than this limit, so no step runs, and the run still ends with a checkpoint
+    cfg = tiny_config(steps=4, run_time_limit_s=1e-3)
+    with caplog.at_level(logging.WARNING, logger="encoders.train"):
+        result = Trainer(tiny_home, cfg, out=tiny_home.checkpoints / "limited", progress=False).run()
+    assert result.steps == 0 and encoders.load(result.out).checkpoint_id == result.checkpoint_id
+    assert "time limit reached at step 0 of 4" in caplog.text
+    with pytest.raises(encoders.errors.ConfigError, match="run_time_limit_s"):
+        encoders.config.validate(tiny_config(run_time_limit_s=-1.0))
