@@ -139,6 +139,10 @@ class TrainConfig:
     # (encoders/compat.py): an early kept step leaves them with a pass or two over their pairs.
     compat_steps: int = 0
     compat_lr: float = 1e-3  # peak learning rate of that fit (cosine decay to a tenth)
+    # After training (and keep_best), try these points on the line from the starting weights (0, the untuned
+    # backbone's ranking) to the trained ones (1) and keep the one with the best dev score; the trained
+    # weights are always a candidate (encoders/interpolate.py, WiSE-FT). Empty: keep the trained weights.
+    interpolate: tuple[float, ...] = ()
     seed: int = 0  # data order, sampling and initial weights
 
 
@@ -300,6 +304,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("train.time_limit_s must be positive and train.run_time_limit_s >= 0 (0: none)")
     if t.batch_size < 2 or t.steps < 0 or t.threads < 1:
         raise ConfigError("train.batch_size >= 2, train.steps >= 0 and train.threads >= 1 are required")
+    if any(not 0.0 <= a <= 1.0 for a in t.interpolate):
+        raise ConfigError(f"train.interpolate values must be in [0, 1], got {list(t.interpolate)}")
     for task, weight in t.tasks.items():
         if not task.startswith("query->"):
             raise ConfigError(f"task names look like 'query->pin', got {task!r}")

@@ -25,6 +25,7 @@ from encoders.data import TaskData, engaged_queries, load_tasks, split_exists
 from encoders.errors import NoTrainingData
 from encoders.evaluate import dev_tasks, evaluate_system
 from encoders.features import EntityFeatures, passage_text, query_key
+from encoders.interpolate import Weights, interpolate, snapshot
 from encoders.known import KnownPositives
 from encoders.lexical import LexicalEncoder
 from encoders.loss import SampledSoftmaxLoss
@@ -152,6 +153,8 @@ class Trainer:
             )
         self.model.train()
         self._featurize()
+        # the weights training starts from (after order_by_variance), for train.interpolate
+        self.start_weights: Weights | None = None if self.resumed else snapshot(self.model)
         self.losses = nn.ModuleDict()
         for i, task in enumerate(self.tasks):
             lc = cfg.loss
@@ -429,6 +432,34 @@ class Trainer:
         return fit_heads(self.model, tasks, self.query_text, self.legacy_vecs, ids, tc.compat_steps, tc.batch_size,
                          tc.compat_lr, self.cfg.loss, tc.seed, tc.bf16, self.progress, self.query_group)
 
+    def _interpolate(self, score: float, history: list[dict[str, Any]]) -> dict[str, Any]:
+        """`train.interpolate`: keep the point between the start and the trained weights with the best dev score.
+
+        `score` is the dev score of the trained (or kept) weights on the same dev queries, NaN if not measured.
+        """
+        if self.start_weights is None:
+            log.warning("train.interpolate: the starting weights are unknown (resumed from an older state); "
+                        "keeping the trained weights")
+            return {}
+        trained = snapshot(self.model)
+        if math.isnan(score):
+            score = dev_score(self.evaluate_dev(self.cfg.train.eval_max_queries))
+        tried = [{"alpha": 1.0, "score": round(score, 4)}]
+        best_alpha, best_score = 1.0, score
+        for alpha in sorted(set(self.cfg.train.interpolate) - {1.0}, reverse=True):
+            interpolate(self.model, self.start_weights, trained, alpha)
+            dev = self.evaluate_dev(self.cfg.train.eval_max_queries)
+            history.append({"step": self.step, "alpha": alpha, **_summary(dev)})
+            s = dev_score(dev)
+            tried.append({"alpha": alpha, "score": round(s, 4)})
+            log.info("interpolation %.2f of the way to the trained weights: dev nDCG@10 %.4f", alpha, s)
+            if s > best_score:
+                best_alpha, best_score = alpha, s
+        interpolate(self.model, self.start_weights, trained, best_alpha)
+        log.info("keeping the weights %.2f of the way from the start to the trained ones (dev %.4f)", best_alpha,
+                 best_score)
+        return {"alpha": best_alpha, "tried": tried}
+
     def _tick(self, phase: str, since: float) -> float:
         now = time.perf_counter()
         self.phase_seconds[phase] = self.phase_seconds.get(phase, 0.0) + now - since
@@ -482,6 +513,7 @@ class Trainer:
                 "losses": self.losses.state_dict(),
                 "samplers": self.samplers,
                 "best": self.best,
+                "start_weights": self.start_weights,
                 "neg_rng": self.neg_rng,
                 "torch_rng": torch.get_rng_state(),
             },
@@ -501,6 +533,7 @@ class Trainer:
         self.losses.load_state_dict(state["losses"])
         self.samplers = state["samplers"]
         self.best = state.get("best")
+        self.start_weights = state.get("start_weights")
         self.neg_rng = state["neg_rng"]
         torch.set_rng_state(state["torch_rng"])
         self.step, self.pairs_seen = int(state["step"]), int(state["pairs_seen"])
@@ -565,11 +598,14 @@ class Trainer:
             dev = self.evaluate_dev(tc.eval_max_queries)
             history.append({"step": self.step, **_summary(dev)})
         kept = self.step
+        score = dev_score(dev) if dev else float("nan")
         if tc.keep_best and self.best is not None and dev_score(dev) < self.best["score"]:
             self.model.load_state_dict(self.best["weights"], strict=False)  # frozen weights are still in place
             kept = int(self.best["step"])
             log.info("keeping the weights of step %d (dev nDCG@10 over the checked queries %.4f; %.4f at step %d)",
                      kept, self.best["score"], dev_score(dev), self.step)
+            score = float(self.best["score"])
+        interpolation = self._interpolate(score, history) if tc.interpolate else {}
         fits = self.fit_compat() if tc.compat_steps else []  # dev checks measure the model space only
         pps = self.pairs_seen / self.train_seconds if self.train_seconds else 0.0
         record = {
@@ -589,6 +625,7 @@ class Trainer:
                 "task_epochs": {t.name: round(self.samplers[t.name].epochs, 2) for t in self.tasks},
                 "dev_history": history,
                 "compat_fit": [f.as_dict() for f in fits],
+                "interpolation": interpolation,
                 "catalog": str(self.home.catalog_db),
                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "torch": torch.__version__,

@@ -15,6 +15,7 @@ from catalog import Catalog, Home
 from encoders.config import override
 from encoders.data import engaged_queries, is_positive, load_tasks
 from encoders.evaluate import dev_tasks, evaluate_system
+from encoders.interpolate import interpolate, snapshot
 from encoders.retrieval import Pools
 from encoders.systems import ModelRetriever
 from encoders.train import Trainer, allocate, dev_score
@@ -165,3 +166,46 @@ def test_run_time_limit_counts_preparation(tiny_home: Home, caplog: pytest.LogCa
     assert "time limit reached at step 0 of 4" in caplog.text
     with pytest.raises(encoders.errors.ConfigError, match="run_time_limit_s"):
         encoders.config.validate(tiny_config(run_time_limit_s=-1.0))
+
+
+def test_interpolate_moves_weights_along_the_line_and_leaves_heads_alone(tiny_home: Home) -> None:
+    trainer = Trainer(tiny_home, tiny_config(steps=2), out=tiny_home.checkpoints / "line", progress=False)
+    trainer.prepare()
+    model = trainer.model
+    start = snapshot(model)
+    assert start and not any(n.startswith("query.heads.") for n in start)
+    assert "entity.bag.table.weight" in start and "query.proj.weight" in start
+    for _ in range(2):
+        trainer.train_step()
+    end = snapshot(model)
+    head = {n: p.detach().clone() for n, p in model.named_parameters() if n.startswith("query.heads.")}
+    name = "query.proj.weight"
+    assert not torch.equal(start[name], end[name])  # training moved it
+    interpolate(model, start, end, 0.0)
+    assert all(torch.equal(p, start[n]) for n, p in model.named_parameters() if n in start)
+    interpolate(model, start, end, 0.5)
+    assert torch.allclose(dict(model.named_parameters())[name], (start[name] + end[name]) / 2, atol=1e-6)
+    interpolate(model, start, end, 1.0)
+    assert all(torch.equal(p, end[n]) for n, p in model.named_parameters() if n in end)
+    assert all(torch.equal(p, head[n]) for n, p in model.named_parameters() if n in head)
+    with pytest.raises(ValueError, match="alpha"):
+        interpolate(model, start, end, 1.5)
+    with pytest.raises(ValueError, match="lack"):
+        interpolate(model, {}, end, 0.5)
+
+
+def test_interpolation_keeps_the_point_with_the_best_dev_score(tiny_home: Home) -> None:
+    # a run that diverges after step 2: its start (the untuned backbone's ranking) scores better than its end
+    cfg = override(tiny_config(steps=4, final_eval=True, eval_max_queries=0, interpolate=[0.0, 0.5]),
+                   {"model": {"lexical": {"dim": 0}}})
+    result = DivergingTrainer(tiny_home, cfg, out=tiny_home.checkpoints / "wise", progress=False).run()
+    record = json.loads((result.out / "config.json").read_text())["training"]
+    tried = {t["alpha"]: t["score"] for t in record["interpolation"]["tried"]}
+    assert sorted(tried) == [0.0, 0.5, 1.0]
+    chosen = record["interpolation"]["alpha"]
+    assert tried[chosen] == max(tried.values()) and chosen < 1.0
+    model = encoders.load(result.out)
+    with Catalog(tiny_home.catalog_db, read_only=True) as cat:
+        pools = Pools(cat)
+        again = evaluate_system(ModelRetriever(model, pools), dev_tasks(cat, 0.5, None), pools)
+    assert dev_score(again) == pytest.approx(tried[chosen], abs=1e-3)
