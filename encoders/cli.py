@@ -157,10 +157,12 @@ def embed(what: str, kind: str | None, space: str, checkpoint: Path | None, out:
 @click.option("--steps", type=click.IntRange(min=1), default=300, show_default=True, help="Steps per space.")
 @click.option("--lr", type=click.FloatRange(min=0.0, min_open=True), default=1e-3, show_default=True,
               help="Peak learning rate (cosine decay to a tenth).")
+@click.option("--pseudo", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Pseudo-queries per legacy item cut from its own text, half of each batch (0: none).")
 @click.option("--quiet", is_flag=True, help="No progress bars and no log lines.")
 @home_option
 def fit_compat(checkpoint: Path | None, out: Path | None, spaces: tuple[str, ...], steps: int, lr: float,
-               quiet: bool, home: Home) -> None:
+               pseudo: int, quiet: bool, home: Home) -> None:
     """Fit the compatibility heads of a trained checkpoint alone, against the catalog's legacy vectors.
 
     The query tower stays as it is; a legacy space the checkpoint has never seen gets a new head, so its index
@@ -175,11 +177,13 @@ def fit_compat(checkpoint: Path | None, out: Path | None, spaces: tuple[str, ...
 
     try:
         source = checkpoint or latest_checkpoint(home)
-        ckpt_id, fits = fit_checkpoint(home, source, out, steps, spaces, lr=lr, progress=not quiet)
+        ckpt_id, fits = fit_checkpoint(home, source, out, steps, spaces, lr=lr, progress=not quiet,
+                                       pseudo_per_item=pseudo)
     except OmniSearchError as exc:
         raise click.ClickException(str(exc)) from exc
     for f in fits:
-        click.echo(f"legacy-{f.space}: {f.steps} steps over {f.pairs} pairs ({f.queries} queries) in "
+        click.echo(f"legacy-{f.space}: {f.steps} steps over {f.pairs} pairs and {f.pseudo} pseudo-queries "
+                   f"({f.queries} queries) in "
                    f"{f.seconds:.1f} s, loss {f.loss_first:.3f} -> {f.loss_last:.3f}")
     click.echo(f"checkpoint {out or source} ({ckpt_id})")
 

@@ -139,6 +139,8 @@ class TrainConfig:
     # (encoders/compat.py): an early kept step leaves them with a pass or two over their pairs.
     compat_steps: int = 0
     compat_lr: float = 1e-3  # peak learning rate of that fit (cosine decay to a tenth)
+    compat_pseudo: int = 0  # that fit also draws half of each batch from up to this many pseudo-queries per
+    #                         legacy item, cut from the item's own text (encoders/pseudo.py); 0: none
     # After training (and keep_best), try these points on the line from the starting weights (0, the untuned
     # backbone's ranking) to the trained ones (1) and keep the one with the best dev score; the trained
     # weights are always a candidate (encoders/interpolate.py, WiSE-FT). Empty: keep the trained weights.

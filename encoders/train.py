@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from catalog import Catalog, Home
 from encoders.backbones import resolve_backbone
-from encoders.compat import HeadFit, fit_heads, load_legacy
+from encoders.compat import HeadFit, fit_heads, legacy_pseudo_queries, load_legacy
 from encoders.config import RunConfig, run_config_from_dict, to_dict
 from encoders.data import TaskData, engaged_queries, load_tasks, split_exists
 from encoders.errors import NoTrainingData
@@ -429,8 +429,9 @@ class Trainer:
             return []
         tc = self.cfg.train
         ids = {t.kind: self.legacy_ids[t.kind] for t in tasks}
+        pseudo = legacy_pseudo_queries(self.cat, ids, self.cfg.model.entity.fields, tc.compat_pseudo, tc.seed)
         return fit_heads(self.model, tasks, self.query_text, self.legacy_vecs, ids, tc.compat_steps, tc.batch_size,
-                         tc.compat_lr, self.cfg.loss, tc.seed, tc.bf16, self.progress, self.query_group)
+                         tc.compat_lr, self.cfg.loss, tc.seed, tc.bf16, self.progress, self.query_group, pseudo)
 
     def _interpolate(self, score: float, history: list[dict[str, Any]]) -> dict[str, Any]:
         """`train.interpolate`: keep the point between the start and the trained weights with the best dev score.
