@@ -595,11 +595,12 @@ class Trainer:
             log.warning("time limit reached at step %d of %d (training %.0f s of %.0f; preparation and training "
                         "%.0f s of %s)", self.step, tc.steps, self.train_seconds, tc.time_limit_s,
                         time.perf_counter() - started, f"{tc.run_time_limit_s:.0f}" if tc.run_time_limit_s else "-")
-        if tc.final_eval or (tc.keep_best and self.best is not None):
+        final_check = tc.final_eval or (tc.keep_best and self.best is not None)
+        if final_check:
             dev = self.evaluate_dev(tc.eval_max_queries)
             history.append({"step": self.step, **_summary(dev)})
         kept = self.step
-        score = dev_score(dev) if dev else float("nan")
+        score = dev_score(dev) if final_check else float("nan")  # of the weights in place now
         if tc.keep_best and self.best is not None and dev_score(dev) < self.best["score"]:
             self.model.load_state_dict(self.best["weights"], strict=False)  # frozen weights are still in place
             kept = int(self.best["step"])
