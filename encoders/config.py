@@ -173,10 +173,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # entities reading e5's untuned embedding of their text. Learning rates: the highest that did not lose
     # Home Depot dev nDCG@10 in 300-step trials (doubling them gave the same curve). Dev quality peaked early
     # and then fell in longer runs (BENCHMARKS.md, Model quality), so every task stops after 3 passes over its
-    # pairs, dev is checked every 200 steps and the best check's weights are kept; the kept weights are then
-    # pulled back toward the start where dev says so (interpolate, WiSE-FT: fine-tuning on ~860 questions per
-    # language loses some of e5's multilingual alignment); the compatibility heads are fit again last, on the
-    # final tower, with pseudo-queries cut from the legacy items' text beside the train pairs.
+    # pairs, dev is checked every 200 steps and the best check's weights are kept; the compatibility heads are
+    # then fit again on the kept tower (an early kept step leaves them under-trained). `train.interpolate` and
+    # `train.compat_pseudo` are not on here until a whole run of the preset with them is measured
+    # (BENCHMARKS.md, "Interpolating toward the start").
     "full": {
         "model": {"query": {"backbone": "multilingual-e5-small", "train_layers": 3}, "entity": {"text_input": True},
                   "lexical": {"dim": 256}},
@@ -190,8 +190,6 @@ PRESETS: dict[str, dict[str, Any]] = {
             "max_epochs": 3.0,
             "keep_best": True,
             "compat_steps": 1000,
-            "compat_pseudo": 4,
-            "interpolate": (0.5, 0.7, 0.85),
             "lr": 5e-4,
             "lr_hash": 2e-3,
             "lr_backbone": 3e-5,
