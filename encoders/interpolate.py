@@ -6,7 +6,9 @@ Wortsman et al., "Robust fine-tuning of zero-shot models" (CVPR 2022), show that
 starting and the fine-tuned weights, theta(a) = theta_0 + a (theta_1 - theta_0), keeps most of the gain of the
 fine-tuned end while recovering much of what the start did better, often beating both ends. Our starting point
 ranks exactly like the untuned backbone (model.py, `_init_from_backbone` and `order_by_variance`), so a = 0 is
-the pretrained model and a = 1 the trained one; the trainer picks a on the dev split.
+the pretrained model and a = 1 the trained one; the trainer picks a on the dev split. With the lexical channel
+the start is weaker than the backbone (BENCHMARKS.md, "Interpolating toward the start"), and on the shipped data
+every point tried lost dev score, so the presets leave it off.
 
 Compatibility heads are left out: their start (identity or random) means nothing, and they are fit again on
 the interpolated tower (encoders/compat.py).

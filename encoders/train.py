@@ -153,8 +153,9 @@ class Trainer:
             )
         self.model.train()
         self._featurize()
-        # the weights training starts from (after order_by_variance), for train.interpolate
-        self.start_weights: Weights | None = None if self.resumed else snapshot(self.model)
+        # the weights training starts from (after order_by_variance), kept only for train.interpolate
+        self.start_weights: Weights | None = (
+            snapshot(self.model) if cfg.train.interpolate and not self.resumed else None)
         self.losses = nn.ModuleDict()
         for i, task in enumerate(self.tasks):
             lc = cfg.loss
