@@ -6,6 +6,7 @@ Shapes: B queries, L tokens, h backbone hidden size, D = QueryConfig.dim.
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 from pathlib import Path
 from typing import Any
@@ -130,14 +131,26 @@ class QueryEncoder(nn.Module):
         return hasattr(b, "embeddings") and hasattr(b, "_create_attention_masks") and hasattr(b, "encoder")
 
     def _mask(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> Any:
+        kwargs: dict[str, Any] = {}
+        if "position_ids" in self._mask_params():  # transformers >= 5.2x asks for it (None: default positions)
+            kwargs["position_ids"] = None
         mask, _ = self.backbone._create_attention_masks(
             attention_mask=attention_mask,
             encoder_attention_mask=None,
             embedding_output=hidden,
             encoder_hidden_states=None,
             cache=None,
+            **kwargs,
         )
         return mask
+
+    def _mask_params(self) -> frozenset[str]:
+        # a private transformers API whose signature changes between releases; read it once per model
+        params = self.__dict__.get("_mask_signature")
+        if params is None:
+            params = frozenset(inspect.signature(self.backbone._create_attention_masks).parameters)
+            self.__dict__["_mask_signature"] = params
+        return params
 
     def lower(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, bf16: bool = False) -> torch.Tensor:
         """(B, L) -> (B, L, h) hidden states after the frozen blocks (no autograd)."""

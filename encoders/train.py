@@ -477,10 +477,14 @@ class Trainer:
         if max_queries:
             tasks = [t.subset(max_queries, self.cfg.train.seed) for t in tasks]
         self.model.eval()
+        # bf16 autocast for the dev check's query pass (cosine ~0.9999 to float32): most of a check's time is
+        # embedding the related-search pool, every query of the catalog
+        bf16, self.model.bf16 = self.model.bf16, self.cfg.train.bf16
         try:
             pools = Pools(self.cat)
             result = evaluate_system(ModelRetriever(self.model, pools), tasks, pools)
         finally:
+            self.model.bf16 = bf16
             self.model.train()
         for name, entry in result["tasks"].items():
             log.info("dev step %d %s: nDCG@10 %.3f Recall@10 %.3f MRR@10 %.3f", self.step, name,

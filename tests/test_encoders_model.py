@@ -61,6 +61,19 @@ def test_text_input_starts_at_the_untuned_backbone_and_round_trips(tmp_path: Pat
     assert np.array_equal(again.embed_queries(QUERIES), model.embed_queries(QUERIES))
 
 
+def test_split_forward_equals_the_whole_backbone() -> None:
+    """Training caches the frozen blocks' states (`lower`) and runs only the trained ones (`upper`)."""
+    cfg = ModelConfig(query=QueryConfig(train_layers=2), entity=small_entity())
+    model = OmniSearchSage(cfg, resolve_backbone("minilm"), tokenizer())
+    query = model.query
+    assert query.can_split() and query.frozen_depth() == 4
+    with torch.inference_mode():
+        enc = query.tokenize(QUERIES + ["a much longer query so that the batch has padding in it"])
+        whole = query.pooled(enc["input_ids"], enc["attention_mask"])  # (4, h)
+        split = query.upper(query.lower(enc["input_ids"], enc["attention_mask"]), enc["attention_mask"])
+    assert torch.allclose(whole, split, atol=1e-5)
+
+
 def test_variance_ordered_start_puts_the_backbone_similarity_into_the_served_prefix() -> None:
     bb = resolve_backbone("minilm")
     cfg = ModelConfig(query=QueryConfig(train_layers=0), entity=small_entity(text_input=True))
