@@ -75,6 +75,12 @@ class ModelConfig:
     entity: EntityConfig = field(default_factory=EntityConfig)
     lexical: LexicalConfig = field(default_factory=LexicalConfig)
     compat_mode: str = "head"  # "head": a Linear per legacy space on the pooled backbone; "prefix": first dims
+    # The anchor block (needs entity.text_input): the served vector also carries the UNTUNED backbone's embedding
+    # of the text (query: its query embedding; entity: the text_input vector), so the served score is
+    # dense cosine + anchor_weight * untuned cosine (+ lexical.weight * lexical cosine). Fine-tuning on a few
+    # thousand pairs per language drifts both towers from the backbone's cross-lingual alignment; the frozen
+    # block keeps it in every search at the cost of the backbone's width in served dims. 0: no anchor block.
+    anchor_weight: float = 0.0
     init_from_backbone: bool = True  # with entity.text_input: both towers start as the untuned backbone's
     #                                  similarity (one shared random rotation, MLP output initialised to zero)
     seed: int = 0  # seeds the hash functions and the initial weights
@@ -292,6 +298,8 @@ def validate(cfg: RunConfig) -> None:
     lx = cfg.model.lexical
     if lx.dim < 0 or lx.weight < 0 or (lx.dim and not 0 < lx.nonzeros <= lx.dim):
         raise ConfigError(f"lexical: dim >= 0, weight >= 0 and nonzeros in 1..dim are required, got {lx}")
+    if cfg.model.anchor_weight < 0 or (cfg.model.anchor_weight and not e.text_input):
+        raise ConfigError(f"anchor_weight must be >= 0 and needs entity.text_input, got {cfg.model.anchor_weight}")
     if e.dim != q.dim:
         raise ConfigError(f"entity.dim ({e.dim}) must equal query.dim ({q.dim}): one shared space")
     if cfg.model.compat_mode not in ("head", "prefix", "off"):

@@ -122,8 +122,9 @@ class LexicalEncoder:
         return out
 
     def combine(self, dense: NDArray[np.float32], texts: Sequence[str]) -> NDArray[np.float32]:
-        """(n, d) unit dense vectors -> (n, d + dim) unit vectors whose dot products are proportional to
-        dense cosine + weight * lexical cosine (for rows with known tokens)."""
+        """(n, d) dense rows (a unit vector, or unit blocks each scaled by the root of its weight) -> (n, d + dim)
+        unit vectors whose dot products are proportional to dense score + weight * lexical cosine (for rows with
+        known tokens)."""
         lex = self.embed(texts) * np.float32(math.sqrt(self.cfg.weight))
         out = np.concatenate([dense.astype(np.float32, copy=False), lex], axis=1)
         out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)

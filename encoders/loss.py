@@ -17,6 +17,10 @@ training data already pairs with q_i or with a translation of q_i, so an item in
 relevant item of the same query, is never pushed away as a negative. The total is
 sum_d w_d * (CE_in(d) + CE_rand(d)) with the paper's weights (16, 32, 64, 128: 0.05; 256, 512: 1.0).
 
+A fixed similarity that the served score adds to the trained cosine (the anchor block, ModelConfig.anchor_weight:
+weight x the untuned backbone's cosine) enters every logit as s * (<q_i, p_j> + offset_ij), so the towers learn
+what the frozen part gets wrong instead of relearning what it already ranks well.
+
 Shapes: q, p (B, D); neg (R, D); q_keys, p_keys (B,) int64; neg_keys (R,) int64.
 """
 
@@ -52,14 +56,18 @@ def masked_in_batch_logits(
     p_logq: torch.Tensor | None,
     q_item_keys: torch.Tensor | None = None,
     known: torch.Tensor | None = None,
+    offset: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(B, d) q and p -> (B, B) corrected logits with accidental positives and same-query columns at -inf.
+
+    `offset` (B, B) is a fixed similarity added to the cosine before scaling.
 
     `q_item_keys` (B,) are the queries' keys as items (query->query tasks): a column holding row i's own
     query is masked too. `known` (B, B) bool masks more columns (known positives of row i); its diagonal is
     ignored.
     """
-    logits = scale * q @ p.T  # (B, B)
+    sim = q @ p.T  # (B, B)
+    logits = scale * (sim if offset is None else sim + offset)
     if p_logq is not None:
         logits = logits - p_logq[None, :]  # (B, B), correction per column item
     same = (p_keys[None, :] == p_keys[:, None]) | (q_keys[None, :] == q_keys[:, None])  # (B, B)
@@ -80,13 +88,22 @@ def random_logits(
     neg_keys: torch.Tensor,
     neg_logq: float,
     neg_known: torch.Tensor | None = None,
+    pos_offset: torch.Tensor | None = None,
+    neg_offset: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(B, d) q, p and (R, d) neg -> (B, 1 + R) logits, positive first, negatives equal to p_i at -inf.
 
-    `neg_known` (B, R) bool masks more negatives (known positives of row i).
+    `neg_known` (B, R) bool masks more negatives (known positives of row i). `pos_offset` (B,) and `neg_offset`
+    (B, R) are fixed similarities added to the cosines before scaling.
     """
-    pos = scale * (q * p).sum(-1, keepdim=True)  # (B, 1)
-    negs = scale * q @ neg.T - neg_logq  # (B, R)
+    pos_sim = (q * p).sum(-1)  # (B,)
+    neg_sim = q @ neg.T  # (B, R)
+    if pos_offset is not None:
+        pos_sim = pos_sim + pos_offset
+    if neg_offset is not None:
+        neg_sim = neg_sim + neg_offset
+    pos = scale * pos_sim[:, None]  # (B, 1)
+    negs = scale * neg_sim - neg_logq  # (B, R)
     mask = neg_keys[None, :] == p_keys[:, None]  # (B, R)
     if neg_known is not None:
         mask = mask | neg_known
@@ -133,10 +150,13 @@ class SampledSoftmaxLoss(nn.Module):
         q_item_keys: torch.Tensor | None = None,
         known: torch.Tensor | None = None,
         neg_known: torch.Tensor | None = None,
+        offset: torch.Tensor | None = None,
+        neg_offset: torch.Tensor | None = None,
     ) -> LossParts:
         """Loss of one batch; `num_candidates` (N) is the size of the pool random negatives came from.
 
         `known` (B, B) and `neg_known` (B, R) bool mark further columns that are positives of row i.
+        `offset` (B, B) and `neg_offset` (B, R) are fixed similarities added to every prefix's cosines.
 
         Updates the sketch with this batch's positives first, so Q(p) >= 1 / total for every column.
         """
@@ -160,14 +180,17 @@ class SampledSoftmaxLoss(nn.Module):
         for d, w in zip(dims, weights, strict=True):
             qd = F.normalize(q[:, :d], dim=-1)  # (B, d)
             pd = F.normalize(p[:, :d], dim=-1)  # (B, d)
-            logits_in = masked_in_batch_logits(qd, pd, scale, q_keys, p_keys, p_logq, q_item_keys, known)  # (B, B)
+            logits_in = masked_in_batch_logits(  # (B, B)
+                qd, pd, scale, q_keys, p_keys, p_logq, q_item_keys, known, offset
+            )
             loss_in = F.cross_entropy(logits_in, targets)
             loss = loss_in
             loss_rand = torch.zeros(())
             if has_neg:
                 nd = F.normalize(neg[:, :d], dim=-1)  # type: ignore[index]  # (R, d)
                 logits = random_logits(  # (B, 1 + R)
-                    qd, pd, nd, scale, p_keys, neg_keys, neg_logq, neg_known  # type: ignore[arg-type]
+                    qd, pd, nd, scale, p_keys, neg_keys, neg_logq, neg_known,  # type: ignore[arg-type]
+                    None if offset is None else offset.diagonal(), neg_offset,
                 )
                 loss_rand = F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long))
                 loss = loss + loss_rand

@@ -158,8 +158,15 @@ class OmniSearchSage(nn.Module):
         self.checkpoint_id = "unsaved"
 
     @property
+    def anchor_dim(self) -> int:
+        """Width of the anchor block in the served vector (ModelConfig.anchor_weight; 0 without one)."""
+        if not self.cfg.anchor_weight or self.passage is None:
+            return 0
+        return int(self.query.backbone.config.hidden_size)
+
+    @property
     def spaces(self) -> dict[str, int]:
-        out = {"model": self.cfg.query.serve_dim + (self.lexical.dim if self.lexical else 0)}
+        out = {"model": self.cfg.query.serve_dim + self.anchor_dim + (self.lexical.dim if self.lexical else 0)}
         if self.cfg.compat_mode != "off":
             out.update({f"legacy-{name}": dim for name, dim in self.legacy.items()})
         return out
@@ -179,20 +186,42 @@ class OmniSearchSage(nn.Module):
         if space not in self.spaces:
             raise UnknownSpace(f"unknown space {space!r}; this model has {sorted(self.spaces)}")
         dim = self.cfg.query.serve_dim if space == "model" else self.spaces[space]
-        out = np.zeros((len(texts), dim), np.float32)
+        anchor = self.anchor_dim if space == "model" else 0
+        out = np.zeros((len(texts), dim + anchor), np.float32)
         order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths pad less
+        split = anchor and self.passage is not None and self.passage.split
         for start in range(0, len(texts), batch_size):
             idx = order[start : start + batch_size]
-            enc = self.query.tokenize([texts[i] for i in idx])
-            pooled = self.query.pooled(enc["input_ids"], enc["attention_mask"], bf16=self.bf16)
+            batch = [texts[i] for i in idx]
+            enc = self.query.tokenize(batch)
+            ids, mask = enc["input_ids"], enc["attention_mask"]
+            if split:  # one pass through the shared frozen blocks feeds both the tuned and the untuned top
+                lower = self.query.lower(ids, mask, bf16=self.bf16)
+                pooled = self.query.upper(lower, mask, bf16=self.bf16)
+                out[idx, dim:] = self.passage.top_pooled(lower, mask).numpy()  # type: ignore[union-attr]
+            else:
+                pooled = self.query.pooled(ids, mask, bf16=self.bf16)
+                if anchor:
+                    out[idx, dim:] = self.passage.encode(batch, passage=False)  # type: ignore[union-attr]
             if space == "model":
                 vec = F.normalize(self.query.proj(pooled)[:, :dim], dim=-1)
             else:
                 vec = self.query.legacy_embed(pooled, space[len("legacy-") :])
-            out[idx] = vec.float().numpy()
-        if space == "model" and self.lexical is not None:
-            return self.lexical.combine(out, texts)
+            out[idx, :dim] = vec.float().numpy()
+        if space == "model":
+            return self._serve(out, texts)
         return out
+
+    def _serve(self, dense: NDArray[np.float32], texts: list[str]) -> NDArray[np.float32]:
+        """[dense | anchor] rows (unit blocks) -> the served vector: the anchor block scaled by
+        sqrt(anchor_weight), the lexical block appended, the whole row L2-normalised."""
+        if self.anchor_dim:
+            dense[:, self.cfg.query.serve_dim :] *= np.float32(np.sqrt(self.cfg.anchor_weight))
+        if self.lexical is not None:
+            return self.lexical.combine(dense, texts)
+        if self.anchor_dim:
+            dense /= np.maximum(np.linalg.norm(dense, axis=1, keepdims=True), 1e-12)
+        return dense
 
     def embed_related(self, texts: list[str], batch_size: int = 64) -> NDArray[np.float32]:
         """Queries as the items of related searches (the `queries` index), in space "model".
@@ -203,7 +232,7 @@ class OmniSearchSage(nn.Module):
         vecs = self.embed_queries(texts, "model", batch_size)
         if self.lexical is None or self.cfg.lexical.related_queries:
             return vecs
-        vecs[:, self.cfg.query.serve_dim :] = 0.0
+        vecs[:, self.cfg.query.serve_dim + self.anchor_dim :] = 0.0
         vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
         return vecs
 
@@ -211,7 +240,7 @@ class OmniSearchSage(nn.Module):
     def embed_entities(self, rows: list[Row], batch_size: int = 256) -> NDArray[np.float32]:
         """Catalog entity rows -> (n, dim of space "model") float32, L2-normalised."""
         dim = self.cfg.query.serve_dim
-        out = np.zeros((len(rows), dim), np.float32)
+        out = np.zeros((len(rows), dim + self.anchor_dim), np.float32)
         text_vecs = self.text_vectors(rows) if self.passage is not None else None
         for start in range(0, len(rows), batch_size):
             feats = [self.featurizer.features(r) for r in rows[start : start + batch_size]]
@@ -219,10 +248,11 @@ class OmniSearchSage(nn.Module):
                 for f, v in zip(feats, text_vecs[start : start + batch_size], strict=True):
                     f.text_vec = v
             vec = self.entity(self.featurizer.collate(feats))  # (b, D)
-            out[start : start + len(feats)] = F.normalize(vec[:, :dim], dim=-1).numpy()
-        if self.lexical is not None:
-            return self.lexical.combine(out, [passage_text(r, self.cfg.entity.fields) for r in rows])
-        return out
+            out[start : start + len(feats), :dim] = F.normalize(vec[:, :dim], dim=-1).numpy()
+        if self.anchor_dim and text_vecs is not None:
+            out[:, dim:] = text_vecs  # the untuned backbone's own (unit) embedding of the text
+        texts = [passage_text(r, self.cfg.entity.fields) for r in rows] if self.lexical is not None else []
+        return self._serve(out, texts)
 
     def text_vectors(self, rows: list[Row], progress: bool = False) -> NDArray[np.float32]:
         """(n, h) untuned-backbone embeddings of the rows' text (text_input), memoised in passage_cache_dir."""

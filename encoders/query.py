@@ -223,6 +223,16 @@ class PassageEncoder(nn.Module):
         super().train(False)  # always deterministic
         return self
 
+    def top_pooled(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, L, h) states after the shared frozen blocks (`QueryEncoder.lower`) -> (B, h) L2-normalised untuned
+        embeddings through the original top blocks: the query tower's lower pass serves both."""
+        query: QueryEncoder = self.__dict__["_query"]
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            mask = query._mask(hidden, attention_mask)
+            for layer in self.top:
+                hidden = layer(hidden, mask)
+        return F.normalize(mean_pool(hidden.float(), attention_mask), dim=-1)
+
     @torch.inference_mode()
     def encode(self, texts: list[str], passage: bool = True, progress: bool = False) -> Any:
         """(n,) texts -> (n, h) float32 numpy, L2-normalised (same signature as PlainEncoder.encode)."""

@@ -174,6 +174,7 @@ class Trainer:
         self.step = 0
         self.pooled_cache: dict[str, torch.Tensor] = {}  # query -> pooled state (frozen backbone)
         self.state_cache: dict[str, torch.Tensor] = {}  # query -> (tokens, h) output of the frozen blocks
+        self.anchor_cache: dict[str, torch.Tensor] = {}  # query -> (h,) untuned embedding (anchor_weight > 0)
         self.phase_seconds: dict[str, float] = {}  # where training time goes (recorded in config.json)
         self.pairs_seen = 0
         self.best: dict[str, Any] | None = None  # keep_best: {"step", "score", "weights"} of the best dev check
@@ -314,6 +315,9 @@ class Trainer:
                 states = query.lower(enc["input_ids"], enc["attention_mask"], bf16=bf16)  # (c, L, h)
                 for i, q in enumerate(chunk):
                     self.state_cache[q] = states[i, : len(self.query_ids[q])].to(torch.bfloat16).clone()
+                if self.cfg.model.anchor_weight and self.model.passage is not None and self.model.passage.split:
+                    anchors = self.model.passage.top_pooled(states, enc["attention_mask"])  # (c, h), same pass
+                    self.anchor_cache.update((q, v.clone()) for q, v in zip(chunk, anchors, strict=True))
         for start in range(0, len(order), 64):
             chunk = [qids[i] for i in order[start : start + 64]]
             enc = self._query_batch(chunk)
@@ -329,6 +333,14 @@ class Trainer:
         inverse = torch.empty(len(order), dtype=torch.long)
         inverse[torch.tensor(order)] = torch.arange(len(order))
         return pooled[inverse]
+
+    def _anchor(self, qids: list[str]) -> torch.Tensor:
+        """(U, h) untuned backbone embeddings of the queries (fixed: computed once per query, then cached)."""
+        missing = [q for q in dict.fromkeys(qids) if q not in self.anchor_cache]
+        if missing:
+            vecs = self.model.passage.encode([self.query_text[q] for q in missing], passage=False)  # type: ignore
+            self.anchor_cache.update((q, torch.from_numpy(v)) for q, v in zip(missing, vecs, strict=True))
+        return torch.stack([self.anchor_cache[q] for q in qids])
 
     def active_tasks(self) -> list[TaskData]:
         """The tasks still in the batch mix (all of them unless `train.max_epochs` caps their passes)."""
@@ -350,6 +362,10 @@ class Trainer:
         clock = time.perf_counter()
         pooled = self._pooled(need)  # (U, h)
         qvec = self.model.query.project(pooled)  # (U, D)
+        # The anchor block's part of the served score is fixed: it enters the logits as an offset, so the towers
+        # learn what the untuned backbone misses (ModelConfig.anchor_weight, encoders/loss.py).
+        w_anchor = self.cfg.model.anchor_weight
+        anchor = self._anchor(need) if w_anchor else None  # (U, h)
         clock = self._tick("query_forward", clock)
         total = torch.zeros(())
         weight_sum = sum(t.weight for t in tasks)
@@ -366,6 +382,7 @@ class Trainer:
             neg = neg_keys = None
             n_cand = None
             q_item_keys = None
+            offset = neg_offset = None
             n_neg = tc.task_negatives.get(task.name, lc.random_negatives if task.target != "query" else 0)
             if task.target == "entity":
                 feats = self.entity_feats[task.kind]
@@ -382,6 +399,10 @@ class Trainer:
                 evec = self.model.entity(batch)  # (B + R, D)
                 q = qvec[qrows]
                 p = evec[: len(pairs)]
+                if anchor is not None:
+                    tvec = torch.from_numpy(np.stack([f.text_vec for f in all_feats]))  # type: ignore[arg-type, misc]
+                    sim = w_anchor * anchor[qrows] @ tvec.T  # (B, B + R)
+                    offset, neg_offset = sim[:, : len(pairs)], sim[:, len(pairs) :]
                 if len(neg_idx):
                     neg = evec[len(pairs) :]
                     neg_ids = [self.entity_ids[task.kind][i] for i in neg_idx]
@@ -390,8 +411,11 @@ class Trainer:
                     n_cand = len(feats)
             elif task.target == "query":
                 q = qvec[qrows]
-                p = qvec[torch.tensor([row_of[t] for _, t in pairs])]
+                trows = torch.tensor([row_of[t] for _, t in pairs])
+                p = qvec[trows]
                 q_item_keys = q_keys
+                if anchor is not None:
+                    offset = w_anchor * anchor[qrows] @ anchor[trows].T  # (B, B)
             else:  # legacy: the item tower is the identity over frozen stored vectors
                 vecs = self.legacy_vecs[task.kind]
                 q = self.model.query.legacy_embed(pooled[qrows], task.kind)
@@ -405,7 +429,8 @@ class Trainer:
                     neg_known = known_pos.mask(queries, neg_ids) if known_pos else None  # (B, R)
                     n_cand = int(vecs.shape[0])
             clock = self._tick("entity_forward", clock)
-            parts = self.losses[task.name](q, p, q_keys, p_keys, neg, neg_keys, n_cand, q_item_keys, known, neg_known)
+            parts = self.losses[task.name](q, p, q_keys, p_keys, neg, neg_keys, n_cand, q_item_keys, known, neg_known,
+                                           offset, neg_offset if neg is not None else None)
             clock = self._tick("loss", clock)
             total = total + (task.weight / weight_sum) * parts.total
             logs[task.name] = float(parts.total.detach())

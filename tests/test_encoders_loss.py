@@ -96,6 +96,21 @@ def test_random_negatives_term_with_logq_and_mask() -> None:
     assert out.total.item() == pytest.approx(in_batch + (rand0 + rand1) / 2, abs=1e-5)
 
 
+def test_fixed_offsets_add_to_the_cosines_before_scaling() -> None:
+    loss = loss_fn(temperature=0.5)  # scale 2
+    offset = torch.tensor([[0.1, 0.3], [-0.2, 0.05]])
+    neg = torch.tensor([[0.0, 1.0]])
+    neg_offset = torch.tensor([[0.4], [0.0]])
+    out = loss(Q, P, keys_of(["q1", "q2"]), keys_of(["a", "b"]), neg, keys_of(["n"]), offset=offset,
+               neg_offset=neg_offset)
+    in0 = ce([2 * (0.6 + 0.1), 2 * (0.0 + 0.3)], 0)
+    in1 = ce([2 * (0.8 - 0.2), 2 * (1.0 + 0.05)], 1)
+    rand0 = ce([2 * (0.6 + 0.1), 2 * (0.0 + 0.4)], 0)  # positive keeps its diagonal offset
+    rand1 = ce([2 * (1.0 + 0.05), 2 * (1.0 + 0.0)], 0)
+    assert out.random == pytest.approx((rand0 + rand1) / 2, abs=1e-5)
+    assert out.total.item() == pytest.approx((in0 + in1) / 2 + (rand0 + rand1) / 2, abs=1e-5)
+
+
 def test_nested_prefixes_are_renormalised_and_weighted() -> None:
     q = torch.tensor([[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0]])
     p = torch.tensor([[1.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 0.0]])

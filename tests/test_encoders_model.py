@@ -74,6 +74,34 @@ def test_split_forward_equals_the_whole_backbone() -> None:
     assert torch.allclose(whole, split, atol=1e-5)
 
 
+def test_anchor_block_adds_the_untuned_cosine_to_the_served_score() -> None:
+    bb = resolve_backbone("minilm")
+    cfg = ModelConfig(query=QueryConfig(train_layers=1), entity=small_entity(text_input=True), anchor_weight=0.5)
+    model = OmniSearchSage(cfg, bb, tokenizer())
+    model.passage_cache_dir = None
+    with torch.no_grad():  # move the tuned side away from the backbone, as training does
+        for p in model.query.backbone.encoder.layer[-1].parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    assert model.spaces["model"] == 256 + 384
+    q = model.embed_queries(QUERIES)  # (3, 640)
+    e = model.embed_entities(ROWS)  # (3, 640)
+    plain = PlainEncoder(bb)
+    untuned_q = plain.encode(QUERIES, passage=False)
+    assert np.allclose(q[:, 256:] / np.linalg.norm(q[:, 256:], axis=1, keepdims=True), untuned_q, atol=2e-2)
+    assert np.allclose(e[:, 256:] / np.linalg.norm(e[:, 256:], axis=1, keepdims=True), model.text_vectors(ROWS))
+    plain_model = OmniSearchSage(ModelConfig(query=QueryConfig(train_layers=1), entity=small_entity(text_input=True)),
+                                 bb, tokenizer())
+    plain_model.load_state_dict(model.state_dict())
+    plain_model.passage_cache_dir = None
+    dense = plain_model.embed_queries(QUERIES) @ plain_model.embed_entities(ROWS).T  # tuned cosine alone
+    untuned = q[:, 256:] @ e[:, 256:].T * (1.0 + 0.5) / 0.5  # the untuned cosine, from the unit blocks
+    served = q @ e.T * (1.0 + 0.5)  # both rows had norm sqrt(1 + w) before normalising
+    assert np.allclose(served, dense + 0.5 * untuned, atol=2e-3)
+    assert not np.allclose(served, dense, atol=2e-3)  # the anchor changes the score
+    related = model.embed_related(QUERIES)
+    assert np.allclose(related, q)  # no lexical channel: related searches carry the anchor too
+
+
 def test_variance_ordered_start_puts_the_backbone_similarity_into_the_served_prefix() -> None:
     bb = resolve_backbone("minilm")
     cfg = ModelConfig(query=QueryConfig(train_layers=0), entity=small_entity(text_input=True))

@@ -54,6 +54,21 @@ def test_train_save_load_gives_identical_embeddings(tiny_home: Home) -> None:
     assert enriched and not enriched & dev_texts
 
 
+def test_anchor_block_is_trained_against_and_served(tiny_home: Home) -> None:
+    trainer = Trainer(tiny_home, override(tiny_config(), {"model": {"anchor_weight": 0.5}}), progress=False)
+    result = trainer.run()
+    model = encoders.load(result.out)
+    assert model.spaces["model"] == 256 + 384 + 256  # dense + untuned MiniLM + lexical
+    trained = trainer.model
+    trained.eval()
+    assert np.array_equal(model.embed_queries(TEXTS), trained.embed_queries(TEXTS))
+    # the loss saw each query's untuned embedding, computed from the cached lower blocks in the same pass
+    qids = sorted(trainer.anchor_cache)[:8]
+    cached = torch.stack([trainer.anchor_cache[q] for q in qids]).numpy()
+    fresh = model.passage.encode([trainer.query_text[q] for q in qids], passage=False)  # type: ignore[union-attr]
+    assert len(trainer.anchor_cache) >= 8 and np.allclose(cached, fresh, atol=2e-2)
+
+
 @pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_weights(tiny_home: Home) -> None:
     cfg = tiny_config(steps=5)
