@@ -49,6 +49,9 @@ class EntityConfig:
     text_input_max_length: int = 256  # tokens of entity text for that embedding
     engaged_queries: bool = True  # fill engaged_queries from train-split engagements (the paper's lever)
     max_engaged_queries: int = 32  # per entity, most relevant first
+    # also the translations (same queries.group_id) of each engaged train query, after the entity's own queries;
+    # training then leaves a query's whole group out of its positive's bag, not just the query itself
+    engaged_translations: bool = False
     dropout: float = 0.1  # dropout after hidden layers
     token_dropout: float = 0.3  # training: drop each distinct token of a bag with this probability
     engaged_dropout: float = 0.3  # training: drop an entity's whole engaged-queries bag with this probability
@@ -65,6 +68,9 @@ class LexicalConfig:
     # Queries indexed as related searches carry the channel too. Off by default: related searches here are
     # translations and paraphrases that share few words (XQuAD related-search nDCG@10 0.711 -> 0.559 with it on).
     related_queries: bool = False
+    # An entity's lexical block also reads its engaged train queries (the enrichment the entity tower reads):
+    # document expansion with real queries. Document frequencies stay those of the entities' own text.
+    engaged: bool = False
 
 
 @dataclass(frozen=True)

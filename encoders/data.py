@@ -101,10 +101,15 @@ def load_tasks(
     return kept
 
 
-def engaged_queries(cat: Catalog, min_relative_grade: float, max_per_entity: int) -> dict[str, list[str]]:
+def engaged_queries(
+    cat: Catalog, min_relative_grade: float, max_per_entity: int, translations: bool = False
+) -> dict[str, list[str]]:
     """Entity id -> texts of its positive TRAIN-split queries, best grade first (the paper's enrichment).
 
-    Dev engagements never contribute, so the dev split stays unseen by the entity features too.
+    Dev engagements never contribute, so the dev split stays unseen by the entity features too. With
+    `translations`, the entity also gets the other queries of each engaged query's group (its translations,
+    `queries.group_id`) that are train-split queries themselves, after its own queries: a pin engaged in one
+    language then carries the words people use for it in the others, as a pin engaged from many locales does.
     """
     ranges = grade_ranges(cat)
     found: dict[str, list[tuple[float, str, str]]] = defaultdict(list)
@@ -113,14 +118,23 @@ def engaged_queries(cat: Catalog, min_relative_grade: float, max_per_entity: int
             grade = float(row["grade"]) if row["grade"] is not None else 0.0
             found[row["target_id"]].append((-grade, row["query_id"], row["target_id"]))
     qids = sorted({q for rows in found.values() for _, q, _ in rows})
-    texts = {qid: r["text"] for qid, r in cat.get_queries(qids).items()}
+    rows_of = cat.get_queries(qids)
+    texts = {qid: r["text"] for qid, r in rows_of.items()}
+    members: dict[str, list[str]] = defaultdict(list)  # group -> its train queries' texts, by query id
+    if translations:
+        groups = {str(r["group_id"]) for r in rows_of.values() if r.get("group_id")}
+        train = {str(r["query_id"]) for r in cat.engagements(split="train")}
+        for r in sorted(cat.queries(), key=lambda r: str(r["id"])):
+            if r.get("group_id") in groups and r["id"] in train and r.get("text"):
+                members[str(r["group_id"])].append(str(r["text"]))
     out: dict[str, list[str]] = {}
     for eid, rows in found.items():
         rows.sort()
         seen: set[str] = set()
         chosen: list[str] = []
-        for _, qid, _ in rows:
-            text = texts.get(qid)
+        own = [qid for _, qid, _ in rows]
+        extra = [t for qid in own for t in members.get(str(rows_of.get(qid, {}).get("group_id") or ""), [])]
+        for text in [texts.get(qid) for qid in own] + extra:
             if text and text not in seen:
                 seen.add(text)
                 chosen.append(text)

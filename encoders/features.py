@@ -89,12 +89,13 @@ class Featurizer:
     def collate(
         self,
         feats: Sequence[EntityFeatures],
-        exclude: Sequence[str | None] | None = None,
+        exclude: Sequence[str | frozenset[str] | None] | None = None,
         rng: np.random.Generator | None = None,
         token_dropout: float = 0.0,
         engaged_dropout: float = 0.0,
     ) -> EntityBatch:
-        """Stack features; `exclude[i]` drops that query from entity i's engaged queries (leave-one-out).
+        """Stack features; `exclude[i]` drops that query (a query key, or a set of keys: the query and its
+        translations) from entity i's engaged queries (leave-one-out).
 
         Training regularisers (with `rng`): each distinct token of a bag is dropped with `token_dropout`, and
         an entity's whole engaged-queries bag with `engaged_dropout`, so the tower cannot lean on one rare
@@ -119,7 +120,10 @@ class Featurizer:
                 weights.append(counts)
                 pos += ids.size
             skip = exclude[e] if exclude is not None else None
-            engaged = [tok for key, tok in f.engaged if key != skip]
+            if isinstance(skip, frozenset):
+                engaged = [tok for key, tok in f.engaged if key not in skip]
+            else:
+                engaged = [tok for key, tok in f.engaged if key != skip]
             if engaged and rng is not None and engaged_dropout > 0 and rng.random() < engaged_dropout:
                 engaged = []
             if engaged:  # one bag for all engaged queries; an id repeated across queries simply sums

@@ -138,7 +138,8 @@ class Trainer:
             log.info("resuming from %s", self.resume_dir)
         else:
             engaged = (
-                engaged_queries(self.cat, tc.min_relative_grade, cfg.model.entity.max_engaged_queries)
+                engaged_queries(self.cat, tc.min_relative_grade, cfg.model.entity.max_engaged_queries,
+                                cfg.model.entity.engaged_translations)
                 if cfg.model.entity.engaged_queries else {}
             )
             tokenizer = self._build_vocab(engaged)
@@ -235,6 +236,10 @@ class Trainer:
         queries = self.cat.get_queries(qids)
         self.query_text = {q: str(r["text"]) for q, r in queries.items()}
         self.query_group = {q: str(r.get("group_id") or q) for q, r in queries.items()}  # translations share one
+        keys: dict[str, set[str]] = {}
+        for q, group in self.query_group.items():
+            keys.setdefault(group, set()).add(query_key(self.query_text[q]))
+        self.group_keys = {g: frozenset(k) for g, k in keys.items()}
         tok = self.model.query.tokenizer
         prefix = self.model.query.prefix
         texts = [prefix + self.query_text[q] for q in qids if q in self.query_text]
@@ -334,6 +339,13 @@ class Trainer:
         inverse[torch.tensor(order)] = torch.arange(len(order))
         return pooled[inverse]
 
+    def _leave_out(self, qid: str) -> str | frozenset[str]:
+        """What a training query hides from its positive's engaged-queries bag: itself, and with
+        `engaged_translations` every query of its group (its translations are in that bag too)."""
+        if not self.cfg.model.entity.engaged_translations:
+            return query_key(self.query_text[qid])
+        return self.group_keys.get(self.query_group[qid], frozenset({query_key(self.query_text[qid])}))
+
     def _anchor(self, qids: list[str]) -> torch.Tensor:
         """(U, h) untuned backbone embeddings of the queries (fixed: computed once per query, then cached)."""
         missing = [q for q in dict.fromkeys(qids) if q not in self.anchor_cache]
@@ -388,7 +400,7 @@ class Trainer:
                 feats = self.entity_feats[task.kind]
                 pos_index = self.entity_pos[task.kind]
                 pos_feats = [feats[pos_index[t]] for _, t in pairs]
-                exclude: list[str | None] = [query_key(self.query_text[q]) for q, _ in pairs]
+                exclude: list[str | frozenset[str] | None] = [self._leave_out(q) for q, _ in pairs]
                 neg_idx = self.neg_rng.integers(0, len(feats), n_neg * len(pairs)) if n_neg else np.zeros(0, int)
                 all_feats = pos_feats + [feats[i] for i in neg_idx]
                 exclude += [None] * len(neg_idx)

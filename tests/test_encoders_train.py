@@ -8,13 +8,14 @@ import logging
 import numpy as np
 import pytest
 import torch
-from encoders_fixtures import tiny_catalog, tiny_config
+from encoders_fixtures import QUESTIONS, tiny_catalog, tiny_config
 
 import encoders
 from catalog import Catalog, Home
 from encoders.config import override
 from encoders.data import engaged_queries, is_positive, load_tasks
 from encoders.evaluate import dev_tasks, evaluate_system
+from encoders.features import query_key
 from encoders.interpolate import interpolate, snapshot
 from encoders.retrieval import Pools
 from encoders.systems import ModelRetriever
@@ -102,6 +103,31 @@ def test_grades_tasks_and_skipped_tasks(tiny_home: Home, caplog: pytest.LogCaptu
     assert "task query->product skipped: weight 0" in caplog.text
     assert "task query->legacy-toy skipped: no train pairs" in caplog.text
     assert all(len(v) <= 32 for v in enrich.values())
+
+
+def test_translations_enrich_entities_and_leave_the_whole_group_out(tiny_home: Home) -> None:
+    spanish = {en: es for _, en, es, _ in QUESTIONS}
+    with Catalog(tiny_home.catalog_db, read_only=True) as cat:
+        own = engaged_queries(cat, 0.5, 32)
+        both = engaged_queries(cat, 0.5, 32, translations=True)
+        dev_texts = {cat.get_queries([r["query_id"]])[r["query_id"]]["text"] for r in cat.engagements(split="dev")}
+    english = own["pin-cat-en"] + own["pin-sun-en"]
+    assert english and all(t in spanish for t in english)
+    for pin in ("pin-cat-en", "pin-sun-en"):
+        assert both[pin][: len(own[pin])] == own[pin]  # the entity's own queries first
+        assert both[pin][len(own[pin]) :] == [spanish[t] for t in own[pin]]  # then their translations
+    assert not {t for qs in both.values() for t in qs} & dev_texts
+    cfg = override(tiny_config(), {"model": {"entity": {"engaged_translations": True}}, "train": {"steps": 1}})
+    trainer = Trainer(tiny_home, cfg, progress=False)
+    trainer.run()
+    qid = next(q for q, t in trainer.query_text.items() if t == english[0])
+    hidden = trainer._leave_out(qid)
+    assert hidden == frozenset({query_key(english[0]), query_key(spanish[english[0]])})
+    feats = trainer.model.featurizer.features({"id": "pin-cat-en" if english[0] in own["pin-cat-en"] else "pin-sun-en"})
+    kept = trainer.model.featurizer.collate([feats], [hidden])
+    whole = trainer.model.featurizer.collate([feats])
+    single = trainer.model.featurizer.collate([feats], [query_key(english[0])])
+    assert whole.ids.numel() > single.ids.numel() > kept.ids.numel()  # both languages' copies left the bag
 
 
 def test_max_epochs_takes_exhausted_tasks_out_of_the_mix(tiny_home: Home, caplog: pytest.LogCaptureFixture) -> None:
