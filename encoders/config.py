@@ -68,9 +68,6 @@ class LexicalConfig:
     # Queries indexed as related searches carry the channel too. Off by default: related searches here are
     # translations and paraphrases that share few words (XQuAD related-search nDCG@10 0.711 -> 0.559 with it on).
     related_queries: bool = False
-    # An entity's lexical block also reads its engaged train queries (the enrichment the entity tower reads):
-    # document expansion with real queries. Document frequencies stay those of the entities' own text.
-    engaged: bool = False
 
 
 @dataclass(frozen=True)

@@ -251,16 +251,8 @@ class OmniSearchSage(nn.Module):
             out[start : start + len(feats), :dim] = F.normalize(vec[:, :dim], dim=-1).numpy()
         if self.anchor_dim and text_vecs is not None:
             out[:, dim:] = text_vecs  # the untuned backbone's own (unit) embedding of the text
-        texts = [self.lexical_text(r) for r in rows] if self.lexical is not None else []
+        texts = [passage_text(r, self.cfg.entity.fields) for r in rows] if self.lexical is not None else []
         return self._serve(out, texts)
-
-    def lexical_text(self, row: Row) -> str:
-        """The text an entity's lexical block reads: its fields, and with `lexical.engaged` its engaged queries."""
-        text = passage_text(row, self.cfg.entity.fields)
-        if self.cfg.lexical.engaged:
-            queries = self.engaged.get(str(row.get("id")), [])[: self.cfg.entity.max_engaged_queries]
-            text = " . ".join([text, *queries]) if queries else text
-        return text
 
     def text_vectors(self, rows: list[Row], progress: bool = False) -> NDArray[np.float32]:
         """(n, h) untuned-backbone embeddings of the rows' text (text_input), memoised in passage_cache_dir."""
