@@ -226,14 +226,20 @@ class OmniSearchSage(nn.Module):
     def embed_related(self, texts: list[str], batch_size: int = 64) -> NDArray[np.float32]:
         """Queries as the items of related searches (the `queries` index), in space "model".
 
-        Unless `lexical.related_queries` is set, their lexical block is zero: related searches then rank by the
-        dense cosine alone, and a query's own lexical block meets nothing there.
+        Unless `lexical.related_queries` is set, their lexical block is zero, and unless `anchor_related` is set,
+        their anchor block too: related searches then rank by the trained dense cosine alone, and a query's own
+        lexical and anchor blocks meet nothing there.
         """
         vecs = self.embed_queries(texts, "model", batch_size)
-        if self.lexical is None or self.cfg.lexical.related_queries:
-            return vecs
-        vecs[:, self.cfg.query.serve_dim + self.anchor_dim :] = 0.0
-        vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        dim, zeroed = self.cfg.query.serve_dim, False
+        if self.anchor_dim and not self.cfg.anchor_related:
+            vecs[:, dim : dim + self.anchor_dim] = 0.0
+            zeroed = True
+        if self.lexical is not None and not self.cfg.lexical.related_queries:
+            vecs[:, dim + self.anchor_dim :] = 0.0
+            zeroed = True
+        if zeroed:
+            vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
         return vecs
 
     @torch.inference_mode()

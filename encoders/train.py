@@ -426,7 +426,7 @@ class Trainer:
                 trows = torch.tensor([row_of[t] for _, t in pairs])
                 p = qvec[trows]
                 q_item_keys = q_keys
-                if anchor is not None:
+                if anchor is not None and self.cfg.model.anchor_related:
                     offset = w_anchor * anchor[qrows] @ anchor[trows].T  # (B, B)
             else:  # legacy: the item tower is the identity over frozen stored vectors
                 vecs = self.legacy_vecs[task.kind]
