@@ -84,6 +84,10 @@ class ModelConfig:
     # thousand pairs per language drifts both towers from the backbone's cross-lingual alignment; the frozen
     # block keeps it in every search at the cost of the backbone's width in served dims. 0: no anchor block.
     anchor_weight: float = 0.0
+    # Train against the served score: the anchor's fixed part enters every logit as an offset (encoders/loss.py),
+    # so the towers learn the residual. Off: the towers train as without the block, which served XQuAD to
+    # English better at the same weight (BENCHMARKS.md, "The anchor block").
+    anchor_in_loss: bool = False
     # Related searches (query->query, the `queries` index) with the anchor block too. Off: their items carry a zero
     # anchor block and the query->query task trains without it (untuned e5 ranks paraphrases in the question's
     # own language above its translations; related-search nDCG@10 fell with it on, BENCHMARKS.md).
@@ -190,8 +194,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # then fit again on the kept tower (an early kept step leaves them under-trained), half of each batch
     # pseudo-queries cut from the legacy items' text (legacy Recall@10 0.851 -> 0.922). `train.interpolate` stays
     # off: every point tried lost dev score (BENCHMARKS.md, "Interpolating toward the start"). The anchor block
-    # (weight 8) keeps untuned e5's cross-lingual ranking in every entity search and the towers learn the residual
-    # (BENCHMARKS.md, "The anchor block").
+    # (weight 8, not in the loss) keeps untuned e5's cross-lingual ranking in every entity search (BENCHMARKS.md,
+    # "The anchor block").
     "full": {
         "model": {"query": {"backbone": "multilingual-e5-small", "train_layers": 3}, "entity": {"text_input": True},
                   "lexical": {"dim": 256}, "anchor_weight": 8.0},

@@ -56,7 +56,8 @@ def test_train_save_load_gives_identical_embeddings(tiny_home: Home) -> None:
 
 
 def test_anchor_block_is_trained_against_and_served(tiny_home: Home) -> None:
-    trainer = Trainer(tiny_home, override(tiny_config(), {"model": {"anchor_weight": 0.5}}), progress=False)
+    cfg = override(tiny_config(), {"model": {"anchor_weight": 0.5, "anchor_in_loss": True}})
+    trainer = Trainer(tiny_home, cfg, progress=False)
     result = trainer.run()
     model = encoders.load(result.out)
     assert model.spaces["model"] == 256 + 384 + 256  # dense + untuned MiniLM + lexical
