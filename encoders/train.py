@@ -376,7 +376,7 @@ class Trainer:
         qvec = self.model.query.project(pooled)  # (U, D)
         # The anchor block's part of the served score is fixed: it enters the logits as an offset, so the towers
         # learn what the untuned backbone misses (ModelConfig.anchor_weight, encoders/loss.py).
-        w_anchor = self.cfg.model.anchor_weight if self.cfg.model.anchor_in_loss else 0.0
+        w_anchor = self.cfg.model.anchor_weight if w_anchor_on(self.cfg) else 0.0
         anchor = self._anchor(need) if w_anchor else None  # (U, h)
         clock = self._tick("query_forward", clock)
         total = torch.zeros(())
