@@ -320,7 +320,7 @@ class Trainer:
                 states = query.lower(enc["input_ids"], enc["attention_mask"], bf16=bf16)  # (c, L, h)
                 for i, q in enumerate(chunk):
                     self.state_cache[q] = states[i, : len(self.query_ids[q])].to(torch.bfloat16).clone()
-                if w_anchor_on(self.cfg) and self.model.passage is not None and self.model.passage.split:
+                if anchor_in_loss(self.cfg) and self.model.passage is not None and self.model.passage.split:
                     anchors = self.model.passage.top_pooled(states, enc["attention_mask"])  # (c, h), same pass
                     self.anchor_cache.update((q, v.clone()) for q, v in zip(chunk, anchors, strict=True))
         for start in range(0, len(order), 64):
@@ -375,8 +375,8 @@ class Trainer:
         pooled = self._pooled(need)  # (U, h)
         qvec = self.model.query.project(pooled)  # (U, D)
         # The anchor block's part of the served score is fixed: it enters the logits as an offset, so the towers
-        # learn what the untuned backbone misses (ModelConfig.anchor_weight, encoders/loss.py).
-        w_anchor = self.cfg.model.anchor_weight if w_anchor_on(self.cfg) else 0.0
+        # learn what the untuned backbone misses (ModelConfig.anchor_in_loss, encoders/loss.py).
+        w_anchor = self.cfg.model.anchor_weight if anchor_in_loss(self.cfg) else 0.0
         anchor = self._anchor(need) if w_anchor else None  # (U, h)
         clock = self._tick("query_forward", clock)
         total = torch.zeros(())
@@ -685,7 +685,7 @@ class Trainer:
                            {t.name: len(t.pairs) for t in self.tasks}, dev)
 
 
-def w_anchor_on(cfg: RunConfig) -> bool:
+def anchor_in_loss(cfg: RunConfig) -> bool:
     """True when the loss adds the anchor block's fixed similarity (ModelConfig.anchor_in_loss)."""
     return bool(cfg.model.anchor_weight and cfg.model.anchor_in_loss)
 
