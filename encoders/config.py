@@ -134,6 +134,10 @@ class TrainConfig:
     eval_tasks: tuple[str, ...] = ()  # dev tasks whose name contains one of these (empty: all)
     checkpoint_every_s: float = 120.0  # resumable state written at most this often
     min_relative_grade: float = 0.5  # graded pairs are positives when (g - min) / (max - min) >= this
+    # Cross-lingual pairs: every train query is also paired with the entities its group's queries in this
+    # language engaged with (encoders/data.py, pivot_pairs; "en": an XQuAD question in any language also finds
+    # the English paragraph). Empty: only the catalog's own pairs.
+    pivot: str = ""
     tasks: dict[str, float] = field(
         default_factory=lambda: {
             "query->pin": 8.0,  # paper weight

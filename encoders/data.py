@@ -57,12 +57,15 @@ def load_tasks(
     min_relative_grade: float,
     legacy_spaces: dict[str, list[str]] | None = None,
     split: str = "train",
+    pivot: str = "",
 ) -> list[TaskData]:
     """Tasks with their positive pairs of one split; tasks weighted 0 or without pairs are left out (logged).
 
     Args:
         weights: task name -> weight; "query->legacy" applies to every legacy space without its own entry.
         legacy_spaces: space name -> ids that have a vector (pairs to other entities are not usable there).
+        pivot: a language; each query is also paired with the entities its group's queries in that language
+            engaged with (`pivot_pairs`). Empty: none.
     """
     ranges = grade_ranges(cat)
     by_kind: dict[str, list[tuple[str, str]]] = defaultdict(list)
@@ -74,6 +77,13 @@ def load_tasks(
             qq.append((row["query_id"], row["target_id"]))
         elif row["entity_kind"]:
             by_kind[row["entity_kind"]].append((row["query_id"], row["target_id"]))
+    if pivot:
+        for kind, pairs in by_kind.items():
+            extra = pivot_pairs(cat, pairs, pivot)
+            pairs.extend(extra)
+            if extra:
+                log.info("query->%s: %d pairs to what the %r query of the group engaged with", kind, len(extra),
+                         pivot)
     tasks: list[TaskData] = []
     for kind in sorted(set(by_kind) | {k for k in cat.entity_kinds()}):
         tasks.append(TaskData(f"query->{kind}", "entity", kind, sorted(set(by_kind.get(kind, [])))))
@@ -99,6 +109,30 @@ def load_tasks(
         else:
             kept.append(task)
     return kept
+
+
+def pivot_pairs(cat: Catalog, pairs: list[tuple[str, str]], pivot: str) -> list[tuple[str, str]]:
+    """(query, entity) pairs that tie each query to what its group's `pivot`-language queries engaged with.
+
+    A query and its translations (`queries.group_id`) ask the same thing, so an item engaged from one language
+    answers the others too: an XQuAD question in Thai also gets the English paragraph its English twin engaged
+    with, the cross-lingual pair a multilingual catalog's users would make. Only groups present in `pairs`
+    (one split) contribute, so dev queries neither gain pairs nor lend theirs.
+    """
+    rows = cat.get_queries(sorted({q for q, _ in pairs}))
+    group = {q: str(r["group_id"]) for q, r in rows.items() if r.get("group_id")}
+    engaged: dict[str, set[str]] = defaultdict(set)  # group -> entities its pivot-language queries engaged with
+    for q, item in pairs:
+        if q in group and rows[q].get("lang") == pivot:
+            engaged[group[q]].add(item)
+    have = set(pairs)
+    return [
+        (q, item)
+        for q in sorted(group)
+        if rows[q].get("lang") != pivot
+        for item in sorted(engaged.get(group[q], ()))
+        if (q, item) not in have
+    ]
 
 
 def engaged_queries(

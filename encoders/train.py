@@ -124,7 +124,9 @@ class Trainer:
         if cfg.model.compat_mode != "off":
             self.legacy_ids, self.legacy_vecs, descriptions = load_legacy(self.cat)
         self.legacy_pos = {space: {i: n for n, i in enumerate(ids)} for space, ids in self.legacy_ids.items()}
-        self.tasks: list[TaskData] = load_tasks(self.cat, tc.tasks, tc.min_relative_grade, self.legacy_ids)
+        self.tasks: list[TaskData] = load_tasks(
+            self.cat, tc.tasks, tc.min_relative_grade, self.legacy_ids, pivot=tc.pivot
+        )
         if not self.tasks:
             raise NoTrainingData("no task has train pairs; import data and run `catalog split` first")
         for task in self.tasks:

@@ -106,6 +106,19 @@ def test_grades_tasks_and_skipped_tasks(tiny_home: Home, caplog: pytest.LogCaptu
     assert all(len(v) <= 32 for v in enrich.values())
 
 
+def test_pivot_pairs_tie_translations_to_the_pivot_languages_item(tiny_home: Home) -> None:
+    with Catalog(tiny_home.catalog_db, read_only=True) as cat:
+        plain = {t.name: set(t.pairs) for t in load_tasks(cat, {}, 0.5)}
+        pivoted = {t.name: set(t.pairs) for t in load_tasks(cat, {}, 0.5, pivot="en")}
+        train = {r["query_id"] for r in cat.engagements(split="train")}
+    added = pivoted["query->pin"] - plain["query->pin"]
+    # every Spanish train question whose English twin is a train question too gains the English paragraph
+    expected = {(f"{g}-es", f"{pin}-en") for g, _, _, pin in QUESTIONS if {f"{g}-es", f"{g}-en"} <= train}
+    assert added == expected and expected
+    assert pivoted["query->product"] == plain["query->product"]  # ESCI queries have no groups
+    assert all(q in train for q, _ in added)
+
+
 def test_translations_enrich_entities_and_leave_the_whole_group_out(tiny_home: Home) -> None:
     spanish = {en: es for _, en, es, _ in QUESTIONS}
     with Catalog(tiny_home.catalog_db, read_only=True) as cat:
