@@ -50,7 +50,8 @@ class EntityConfig:
     engaged_queries: bool = True  # fill engaged_queries from train-split engagements (the paper's lever)
     max_engaged_queries: int = 32  # per entity, most relevant first
     # also the translations (same queries.group_id) of each engaged train query, after the entity's own queries;
-    # training then leaves a query's whole group out of its positive's bag, not just the query itself
+    # training then leaves a query's whole group out of its positive's bag, not just the query itself. Off:
+    # measured worse on every XQuAD column (BENCHMARKS.md, "Cross-lingual levers")
     engaged_translations: bool = False
     dropout: float = 0.1  # dropout after hidden layers
     token_dropout: float = 0.3  # training: drop each distinct token of a bag with this probability
@@ -136,7 +137,8 @@ class TrainConfig:
     min_relative_grade: float = 0.5  # graded pairs are positives when (g - min) / (max - min) >= this
     # Cross-lingual pairs: every train query is also paired with the entities its group's queries in this
     # language engaged with (encoders/data.py, pivot_pairs; "en": an XQuAD question in any language also finds
-    # the English paragraph). Empty: only the catalog's own pairs.
+    # the English paragraph). Empty: only the catalog's own pairs. Off in the presets: measured worse on XQuAD to
+    # English and on the compatibility head (BENCHMARKS.md, "Cross-lingual levers").
     pivot: str = ""
     tasks: dict[str, float] = field(
         default_factory=lambda: {
