@@ -120,10 +120,8 @@ class Featurizer:
                 weights.append(counts)
                 pos += ids.size
             skip = exclude[e] if exclude is not None else None
-            if isinstance(skip, frozenset):
-                engaged = [tok for key, tok in f.engaged if key not in skip]
-            else:
-                engaged = [tok for key, tok in f.engaged if key != skip]
+            hidden = {skip} if isinstance(skip, str) else skip or frozenset()
+            engaged = [tok for key, tok in f.engaged if key not in hidden]
             if engaged and rng is not None and engaged_dropout > 0 and rng.random() < engaged_dropout:
                 engaged = []
             if engaged:  # one bag for all engaged queries; an id repeated across queries simply sums
