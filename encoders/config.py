@@ -168,6 +168,9 @@ class TrainConfig:
     # backbone's ranking) to the trained ones (1) and keep the one with the best dev score; the trained
     # weights are always a candidate (encoders/interpolate.py, WiSE-FT). Empty: keep the trained weights.
     interpolate: tuple[float, ...] = ()
+    # Dev checks and the saved model use the exponential moving average of the trained weights with this decay
+    # (encoders/average.py; 0.99 averages over the last ~100 steps). 0: the raw weights of the last step.
+    ema_decay: float = 0.0
     seed: int = 0  # data order, sampling and initial weights
 
 
@@ -336,6 +339,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("train.time_limit_s must be positive and train.run_time_limit_s >= 0 (0: none)")
     if t.batch_size < 2 or t.steps < 0 or t.threads < 1:
         raise ConfigError("train.batch_size >= 2, train.steps >= 0 and train.threads >= 1 are required")
+    if not 0.0 <= t.ema_decay < 1.0:
+        raise ConfigError(f"train.ema_decay must be in [0, 1) (0: off), got {t.ema_decay}")
     if any(not 0.0 <= a <= 1.0 for a in t.interpolate):
         raise ConfigError(f"train.interpolate values must be in [0, 1], got {list(t.interpolate)}")
     for task, weight in t.tasks.items():

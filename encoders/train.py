@@ -8,6 +8,7 @@ import os
 import random
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from torch import nn
 from tqdm import tqdm
 
 from catalog import Catalog, Home
+from encoders.average import WeightAverage
 from encoders.backbones import resolve_backbone
 from encoders.compat import HeadFit, fit_heads, legacy_pseudo_queries, load_legacy
 from encoders.config import RunConfig, run_config_from_dict, to_dict
@@ -173,6 +175,7 @@ class Trainer:
         self.known = {t.name: KnownPositives(t.pairs, self.query_group) for t in self.tasks if cfg.loss.mask_known}
         self.neg_rng = np.random.default_rng(tc.seed + 7)
         self.optimizer = self._optimizer()
+        self.average = WeightAverage(self.model, tc.ema_decay) if tc.ema_decay else None
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.step = 0
         self.pooled_cache: dict[str, torch.Tensor] = {}  # query -> pooled state (frozen backbone)
@@ -454,6 +457,8 @@ class Trainer:
         torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], 5.0)
         self.optimizer.step()
         self.scheduler.step()
+        if self.average is not None:
+            self.average.update(self.model)
         self._tick("optimizer", clock)
         self.step += 1
         self.pairs_seen += sum(len(v) for v in picked.values())
@@ -558,6 +563,7 @@ class Trainer:
                 "losses": self.losses.state_dict(),
                 "samplers": self.samplers,
                 "best": self.best,
+                "average": self.average.state_dict() if self.average is not None else None,
                 "start_weights": self.start_weights,
                 "neg_rng": self.neg_rng,
                 "torch_rng": torch.get_rng_state(),
@@ -578,6 +584,8 @@ class Trainer:
         self.losses.load_state_dict(state["losses"])
         self.samplers = state["samplers"]
         self.best = state.get("best")
+        if self.average is not None and state.get("average"):
+            self.average.load_state_dict(state["average"])
         self.start_weights = state.get("start_weights")
         self.neg_rng = state["neg_rng"]
         torch.set_rng_state(state["torch_rng"])
@@ -624,9 +632,10 @@ class Trainer:
             bar.update(1)
             bar.set_postfix({k.replace("query->", "q>"): f"{v:.3f}" for k, v in ema.items()})
             if tc.eval_every and self.step % tc.eval_every == 0 and self.step < tc.steps:
-                dev = self.evaluate_dev(tc.eval_max_queries)
-                history.append({"step": self.step, **_summary(dev)})
-                self._remember_if_best(dev)
+                with self.average.applied(self.model) if self.average is not None else nullcontext():
+                    dev = self.evaluate_dev(tc.eval_max_queries)
+                    history.append({"step": self.step, **_summary(dev)})
+                    self._remember_if_best(dev)
             if stop_after is not None and done_in_call >= stop_after:
                 self._save_state()
                 bar.close()
@@ -639,6 +648,8 @@ class Trainer:
             log.warning("time limit reached at step %d of %d (training %.0f s of %.0f; preparation and training "
                         "%.0f s of %s)", self.step, tc.steps, self.train_seconds, tc.time_limit_s,
                         time.perf_counter() - started, f"{tc.run_time_limit_s:.0f}" if tc.run_time_limit_s else "-")
+        if self.average is not None:  # from here on the model is the average; the raw weights are dropped
+            self.average.copy_to(self.model)
         final_check = tc.final_eval or (tc.keep_best and self.best is not None)
         if final_check:
             dev = self.evaluate_dev(tc.eval_max_queries)
