@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import nn
@@ -69,13 +70,13 @@ class WeightAverage:
                 for p, w in zip(params, kept, strict=True):
                     p.copy_(w)
 
-    def state_dict(self) -> dict[str, object]:
+    def state_dict(self) -> dict[str, Any]:
         """What a resumed run needs to continue the same average."""
         return {"decay": self.decay, "updates": self.updates, "weights": self.weights}
 
-    def load_state_dict(self, state: dict[str, object]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         weights = state["weights"]
         if not isinstance(weights, dict) or sorted(weights) != sorted(self.names):
             raise ValueError("the saved average holds other parameters than this model trains")
-        self.decay, self.updates = float(state["decay"]), int(state["updates"])  # type: ignore[arg-type]
+        self.decay, self.updates = float(state["decay"]), int(state["updates"])
         self.weights = {n: weights[n] for n in self.names}
