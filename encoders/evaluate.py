@@ -27,6 +27,7 @@ from catalog import Catalog
 from encoders.data import grade_ranges, is_positive
 from encoders.errors import EvaluationError
 from encoders.metrics import METRICS, mean, query_metrics
+from encoders.paired import HITS, ROWS, cell
 from encoders.retrieval import Pools, Retriever
 
 log = logging.getLogger(__name__)
@@ -164,9 +165,14 @@ def _to_en(target: str, lang: str) -> str:
 
 
 def evaluate_system(
-    system: Retriever, tasks: Sequence[EvalTask], pools: Pools, k: int = 100, progress: bool = False
+    system: Retriever, tasks: Sequence[EvalTask], pools: Pools, k: int = 100, progress: bool = False,
+    keep_rows: bool = False,
 ) -> dict[str, Any]:
-    """{metric: macro mean over tasks, "tasks": {task: {...}}, "languages": {lang: {...}}} for one system."""
+    """{metric: macro mean over tasks, "tasks": {task: {...}}, "languages": {lang: {...}}} for one system.
+
+    keep_rows: also keep each task's per-query rows (and per-language hits) for a paired comparison with
+    another system (encoders/paired.py, which strips them again).
+    """
     per_task: dict[str, Any] = {}
     by_lang: dict[str, list[dict[str, float]]] = defaultdict(list)
     for task in tqdm(tasks, desc=f"evaluating {system.name}", disable=not progress, leave=False):
@@ -177,14 +183,18 @@ def evaluate_system(
             ranked = system.search(task.texts, task.kind, k)
         rows = [query_metrics(r, g, rel) for r, g, rel in zip(ranked, task.gains, task.relevant, strict=True)]
         entry: dict[str, Any] = {**mean(rows), "queries": len(rows)}
+        if keep_rows:
+            entry[ROWS] = rows
         langs: dict[str, list[dict[str, float]]] = defaultdict(list)
         for lang, row in zip(task.langs, rows, strict=True):
             langs[lang].append(row)
             by_lang[lang].append(row)
         entry["languages"] = {lang: {**mean(v), "queries": len(v)} for lang, v in sorted(langs.items())}
         if _xling_targets(task, pools):
-            for lang, vals in _xling(system, task).items():
+            for lang, (vals, hits) in _xling(system, task).items():
                 entry["languages"].setdefault(lang, {}).update(vals)
+                if keep_rows:
+                    entry["languages"][lang][HITS] = hits
         xl_metrics = {m for v in entry["languages"].values() for m in v if m in (SAME, TO_EN)}
         for m in sorted(xl_metrics):
             values = [v[m] for v in entry["languages"].values() if m in v]
@@ -200,9 +210,9 @@ def evaluate_system(
     return out
 
 
-def _xling(system: Retriever, task: EvalTask) -> dict[str, dict[str, float]]:
-    """Recall@1 per language against same-language candidates and against English candidates."""
-    out: dict[str, dict[str, float]] = {}
+def _xling(system: Retriever, task: EvalTask) -> dict[str, tuple[dict[str, float], dict[str, list[float]]]]:
+    """Recall@1 per language against same-language candidates and against English candidates, with the hits."""
+    out: dict[str, tuple[dict[str, float], dict[str, list[float]]]] = {}
     for lang in sorted(set(task.langs)):
         idx = [i for i, x in enumerate(task.langs) if x == lang]
         texts = [task.texts[i] for i in idx]
@@ -212,7 +222,8 @@ def _xling(system: Retriever, task: EvalTask) -> dict[str, dict[str, float]]:
         hit_en = [
             bool(r) and r[0] in {_to_en(t, lang) for t in task.relevant[i]} for r, i in zip(to_en, idx, strict=True)
         ]
-        out[lang] = {SAME: sum(hit_same) / len(idx), TO_EN: sum(hit_en) / len(idx)}
+        out[lang] = ({SAME: sum(hit_same) / len(idx), TO_EN: sum(hit_en) / len(idx)},
+                     {SAME: [float(h) for h in hit_same], TO_EN: [float(h) for h in hit_en]})
     return out
 
 
@@ -247,7 +258,29 @@ def markdown(results: dict[str, dict[str, Any]], languages: bool = True) -> str:
                 for s in systems:
                     per = results[s]["tasks"].get(task, {}).get("languages", {})
                     lines.append(f"| {s} | " + " | ".join(_fmt(per.get(c, {}).get(TO_EN)) for c in cols) + " |")
+    lines.extend(_paired_markdown(results))
     return "\n".join(lines).strip() + "\n"
+
+
+def _paired_markdown(results: dict[str, dict[str, Any]]) -> list[str]:
+    """Tables of `model` minus each baseline per task (and per language), from results["model"]["paired"]."""
+    lines: list[str] = []
+    for base, table in results.get("model", {}).get("paired", {}).items():
+        for task, entry in table.items():
+            lines.append(f"\n{task}, model minus {base}: mean difference [paired bootstrap 95% interval] "
+                         "queries won/lost\n")
+            lines.append("| metric | difference |")
+            lines.append("|---|---|")
+            lines.extend(f"| {m} | {cell(entry[m])} |" for m in METRICS if m in entry)
+            langs = entry.get("languages", {})
+            metrics = sorted({m for v in langs.values() for m in v})
+            if langs and metrics:
+                lines.append("\n| language | " + " | ".join(metrics) + " |")
+                lines.append("|---" * (len(metrics) + 1) + "|")
+                for lang, cols in sorted(langs.items()):
+                    lines.append(f"| {lang} | " + " | ".join(cell(cols[m]) if m in cols else "-" for m in metrics)
+                                 + " |")
+    return lines
 
 
 def _fmt(v: object) -> str:

@@ -15,6 +15,7 @@ from encoders.baselines import BackboneRetriever, BM25Retriever
 from encoders.errors import EvaluationError
 from encoders.evaluate import EvalTask, beir_task, dev_tasks, evaluate_system
 from encoders.model import OmniSearchSage, load, read_config
+from encoders.paired import paired_table, strip_rows
 from encoders.retrieval import Pools, Retriever
 from encoders.systems import LegacyRetriever, ModelRetriever
 
@@ -96,7 +97,13 @@ def run_evaluation(
                 raise EvaluationError(f"unknown baseline {name!r}; known: {BASELINES}")
         results: dict[str, dict[str, Any]] = {}
         for system, system_tasks in systems:
-            results[system.name] = evaluate_system(system, system_tasks, pools, progress=progress)
+            results[system.name] = evaluate_system(system, system_tasks, pools, progress=progress, keep_rows=True)
+        if "model" in results:  # the model against each baseline, query by query (encoders/paired.py)
+            paired = {name: paired_table(results["model"], results[name]) for name in results
+                      if name in BASELINES}
+            if paired:
+                results["model"]["paired"] = paired
+        strip_rows(results)
         return results
     finally:
         cat.close()

@@ -15,6 +15,7 @@ from catalog import Catalog, Home
 from encoders.cli import cli
 from encoders.evaluate import beir_task
 from encoders.metrics import mrr_at, ndcg_at, query_metrics, recall_at
+from encoders.paired import cell, paired_difference
 
 
 def test_metrics_by_hand() -> None:
@@ -28,6 +29,21 @@ def test_metrics_by_hand() -> None:
     assert mrr_at(ranked, {"b"}) == pytest.approx(1 / 3)
     assert mrr_at(ranked, {"z"}) == 0.0
     assert query_metrics(ranked, gains, {"a"})["Recall@100"] == 1.0
+
+
+def test_paired_difference_by_hand() -> None:
+    p = paired_difference([1, 0, 1, 1], [0, 0, 1, 0])
+    assert p["diff"] == 0.5 and p["wins"] == 2 and p["losses"] == 0 and p["queries"] == 4
+    assert 0.0 <= p["lo"] <= 0.5 <= p["hi"] <= 1.0  # no resample can go below 0 with no loss
+    same = paired_difference([0.3, 0.7], [0.3, 0.7])
+    assert same["diff"] == same["lo"] == same["hi"] == 0.0
+    wide, narrow = paired_difference([1, 0] * 10, [0, 1] * 10), paired_difference([1, 0] * 500, [0, 1] * 500)
+    assert wide["lo"] < narrow["lo"] < 0.0 < narrow["hi"] < wide["hi"]  # more queries, a tighter interval
+    assert cell(p).startswith("+0.500 [") and cell(p).endswith("] 2/0")
+    with pytest.raises(ValueError, match="one length"):
+        paired_difference([1.0], [1.0, 0.0])
+    with pytest.raises(ValueError, match="level"):
+        paired_difference([1.0], [0.0], level=1.0)
 
 
 def test_beir_files(tmp_path: Path) -> None:
@@ -69,6 +85,15 @@ def test_cli_standin_train_evaluate_embed(home: Home, tmp_path: Path) -> None:
         assert set(results[system]) >= {"nDCG@10", "Recall@10", "Recall@100", "MRR@10", "tasks", "languages"}
         assert 0.0 <= results[system]["Recall@100"] <= 1.0
     assert "| model |" in res.output
+    # the model against each baseline, query by query: the mean difference is the difference of the means
+    for task, entry in results["model"]["paired"]["bm25"].items():
+        model_task, bm25_task = results["model"]["tasks"][task], results["bm25"]["tasks"][task]
+        p = entry["nDCG@10"]
+        assert p["diff"] == pytest.approx(model_task["nDCG@10"] - bm25_task["nDCG@10"])
+        assert p["lo"] <= p["diff"] <= p["hi"] and p["wins"] + p["losses"] <= p["queries"] == model_task["queries"]
+        assert "_rows" not in model_task and "_rows" not in bm25_task  # per-query rows are not written out
+    assert set(results["model"]["paired"]) == {"bm25", "bm25-stemmed"}
+    assert "model minus bm25-stemmed" in res.output
     vec_file = tmp_path / "pins.npy"
     res = runner.invoke(cli, ["embed", "--what", "entities", "--kind", "pin", "--out", str(vec_file),
                               "--home", str(home.root)])
