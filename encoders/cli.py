@@ -86,6 +86,9 @@ def evaluate(checkpoint: Path | None, json_file: Path | None, only: tuple[str, .
              corpus_kind: str | None, no_model: bool, quiet: bool, home: Home) -> None:
     """Recall@10/100, nDCG@10, MRR@10 per task and language, model vs BM25 vs the untuned backbone.
 
+    The model is also compared with each baseline query by query: mean difference, paired bootstrap 95%
+    interval, queries won/lost (per language too), under "paired" in the JSON.
+
     Example: encoders evaluate --json quality.json
     """
     _setup(False)
