@@ -609,7 +609,7 @@ class Trainer:
         history: list[dict[str, Any]] = []
         last_state = time.perf_counter()
         bar = tqdm(total=tc.steps, initial=self.step, desc="training", disable=not self.progress)
-        ema: dict[str, float] = {}
+        smooth: dict[str, float] = {}  # losses for the progress bar, smoothed over ~10 steps
         done_in_call = 0
         left = {t.name for t in self.active_tasks()}
         while self.step < tc.steps and in_time():
@@ -628,9 +628,9 @@ class Trainer:
             self.train_cpu_seconds += time.process_time() - c0
             done_in_call += 1
             for k, v in logs.items():
-                ema[k] = v if k not in ema else 0.9 * ema[k] + 0.1 * v
+                smooth[k] = v if k not in smooth else 0.9 * smooth[k] + 0.1 * v
             bar.update(1)
-            bar.set_postfix({k.replace("query->", "q>"): f"{v:.3f}" for k, v in ema.items()})
+            bar.set_postfix({k.replace("query->", "q>"): f"{v:.3f}" for k, v in smooth.items()})
             if tc.eval_every and self.step % tc.eval_every == 0 and self.step < tc.steps:
                 with self.average.applied(self.model) if self.average is not None else nullcontext():
                     dev = self.evaluate_dev(tc.eval_max_queries)
