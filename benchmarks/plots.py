@@ -165,3 +165,40 @@ def swap_timeline_plot(result: dict[str, Any], path: Path) -> Path | None:
                  f"{result['machine'].get('logical_cores', '?')} cores {result['machine'].get('cpu', '')}", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     return _save(fig, path)
+
+
+def paired_plot(data: dict[str, Any], path: Path) -> Path | None:
+    """Per-language differences, model minus each baseline, with their paired bootstrap 95% intervals
+    (`benchmarks quality` output). One panel per baseline and multilingual task; None when there is none."""
+    paired = data["results"].get("model", {}).get("paired", {})
+    panels = [(base, task, entry["languages"]) for base, table in paired.items()
+              for task, entry in table.items() if entry.get("languages")]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(len(panels), 1, figsize=(11, 3.8 * len(panels)), squeeze=False)
+    for ax, (base, task, langs) in zip(axes[:, 0], panels, strict=True):
+        names = sorted(langs)
+        metrics = sorted({m for cols in langs.values() for m in cols})
+        width = 0.7 / len(metrics)
+        for j, metric in enumerate(metrics):
+            xs, ys, below, above = [], [], [], []
+            for i, lang in enumerate(names):
+                p = langs[lang].get(metric)
+                if p is None:
+                    continue
+                xs.append(i + (j - (len(metrics) - 1) / 2) * width)
+                ys.append(p["diff"])
+                below.append(p["diff"] - p["lo"])
+                above.append(p["hi"] - p["diff"])
+            ax.errorbar(xs, ys, yerr=[below, above], fmt="o", capsize=3, label=metric)
+        ax.axhline(0.0, color="black", lw=0.8)
+        ax.set_xticks(range(len(names)), names)
+        ax.set_ylabel(f"model minus {base}")
+        queries = max(p["queries"] for cols in langs.values() for p in cols.values())
+        ax.set_title(f"{task}: model minus {base} per language (up to {queries} queries each), "
+                     "paired bootstrap 95% interval", fontsize=10)
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{data.get('checkpoint') or 'latest checkpoint'}, {str(data.get('date', ''))[:10]}", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    return _save(fig, path)

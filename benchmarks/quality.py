@@ -29,7 +29,8 @@ def quality_benchmark(
     progress: bool = True,
     name: str = "quality",
 ) -> tuple[dict[str, Any], Path, Path]:
-    """Run the evaluation over the home's catalog; write <name>.json and <name>.md into `out_dir`.
+    """Run the evaluation over the home's catalog; write <name>.json and <name>.md into `out_dir`, and
+    <name>.png when the model is compared with a baseline per language.
 
     Args:
         checkpoint: model directory (None: the latest under the home's checkpoints).
@@ -58,4 +59,7 @@ def quality_benchmark(
     tmp = md_path.with_name(md_path.name + ".tmp")
     tmp.write_text(f"Quality, {started[:10]}: `{data['command']}`\n\n{markdown(results)}")
     tmp.replace(md_path)
+    from benchmarks.plots import paired_plot  # matplotlib is imported only when results exist
+
+    paired_plot(data, out_dir / f"{name}.png")
     return data, json_path, md_path
