@@ -250,12 +250,12 @@ def quality(home: Home, checkpoint: str | None, tasks: tuple[str, ...], baseline
 
     names = tuple(b.strip() for b in baselines.split(",") if b.strip())
     try:
-        _, json_path, md_path = quality_benchmark(home, checkpoint, out_dir, list(tasks) or None, names, max_queries,
-                                                  name=name)
+        _, json_path, md_path, png_path = quality_benchmark(home, checkpoint, out_dir, list(tasks) or None, names,
+                                                            max_queries, name=name)
     except (OmniSearchError, BenchmarkError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(md_path.read_text())
-    click.echo(f"wrote {json_path}\nwrote {md_path}")
+    click.echo(f"wrote {json_path}\nwrote {md_path}" + (f"\nwrote {png_path}" if png_path else ""))
 
 
 def main() -> None:

@@ -28,9 +28,9 @@ def quality_benchmark(
     max_queries: int | None = None,
     progress: bool = True,
     name: str = "quality",
-) -> tuple[dict[str, Any], Path, Path]:
+) -> tuple[dict[str, Any], Path, Path, Path | None]:
     """Run the evaluation over the home's catalog; write <name>.json and <name>.md into `out_dir`, and
-    <name>.png when the model is compared with a baseline per language.
+    <name>.png when the model is compared with a baseline per language (its path, else None).
 
     Args:
         checkpoint: model directory (None: the latest under the home's checkpoints).
@@ -61,5 +61,5 @@ def quality_benchmark(
     tmp.replace(md_path)
     from benchmarks.plots import paired_plot  # matplotlib is imported only when results exist
 
-    paired_plot(data, out_dir / f"{name}.png")
-    return data, json_path, md_path
+    png_path = paired_plot(data, out_dir / f"{name}.png")
+    return data, json_path, md_path, png_path
