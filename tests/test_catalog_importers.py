@@ -148,11 +148,21 @@ def test_id_clash_between_sources_is_reported(home: Home, tmp_path: Path) -> Non
     run_import(home, "scifact")
     d = tmp_path / "clash"
     d.mkdir()
-    _write_jsonl(d / "entities.jsonl", [{"id": "4983", "kind": "product", "title": "a product"}])
+    _write_jsonl(d / "entities.jsonl", [{"id": "4983", "kind": "product", "title": "a product"},
+                                        {"id": "p2", "kind": "product", "title": "another product"}])
+    _write_jsonl(d / "queries.jsonl", [{"id": "q1", "text": "a query"}])
+    _write_jsonl(d / "engagements.jsonl", [{"query_id": "q1", "entity_id": "4983"},
+                                           {"query_id": "q1", "entity_id": "p2"}])
     report = run_import(home, "jsonl", d)
-    assert "clashes with source 'scifact'" in report.rejected[0].reason
+    reasons = [r.reason for r in report.rejected]
+    assert "clashes with source 'scifact'" in reasons[0]
+    # the engagement meant this import's product 4983, which was not written: it must not land on the SciFact doc
+    assert any("'4983' was not imported" in r and "'scifact'" in r for r in reasons)
+    assert report.written["engagements"] == 1
     with Catalog(home.catalog_db, read_only=True) as cat:
         assert cat.get_entities(["4983"])["4983"]["kind"] == "doc"
+        targets = [r[0] for r in cat.db.execute("select target_id from engagements where query_id = 'q1'")]
+        assert targets == ["p2"]
 
 
 def test_reimport_is_idempotent(home: Home) -> None:

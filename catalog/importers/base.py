@@ -251,17 +251,22 @@ class ImportBatch:
         found = cat.get_entities(ids) if table == "entities" else cat.get_queries(ids)
         return {i: r["source"] for i, r in found.items()}
 
-    def _drop_clashes(self, cat: Catalog, table: str, rows: dict[str, Row], label: str) -> None:
+    def _drop_clashes(self, cat: Catalog, table: str, rows: dict[str, Row], label: str) -> dict[str, str]:
+        """Reject rows whose id another source already holds; returns {id: that source}."""
+        clashed: dict[str, str] = {}
         for record_id, owner in self._owners(cat, table, list(rows)).items():
             if owner != self.source:
                 file, line = self._origin[(label, record_id)]
                 self.report.reject(file, line, f"{label} id {record_id!r} clashes with source {owner!r}")
                 del rows[record_id]
+                clashed[record_id] = owner
+        return clashed
 
     def write(self, cat: Catalog) -> None:
         """Drop rows whose ids clash with other sources or whose references dangle, then upsert the rest."""
-        self._drop_clashes(cat, "entities", self.entities, "entity")
-        self._drop_clashes(cat, "queries", self.queries, "query")
+        # an engagement of this import means this import's row of that id, not the other source's: it goes too
+        clashed_e = self._drop_clashes(cat, "entities", self.entities, "entity")
+        clashed_q = self._drop_clashes(cat, "queries", self.queries, "query")
         known_entities = set(self.entities)
         known_queries = set(self.queries)
         # references may point at rows already in the catalog from this or another import
@@ -273,7 +278,14 @@ class ImportBatch:
         for key in list(self.engagements):
             row = self.engagements[key]
             dangling = None
-            if row["query_id"] not in known_queries:
+            target_clash = clashed_e if row["target_type"] == "entity" else clashed_q
+            if row["query_id"] in clashed_q:
+                dangling = f"query {row['query_id']!r} was not imported (its id belongs to source " \
+                           f"{clashed_q[row['query_id']]!r})"
+            elif row["target_id"] in target_clash:
+                dangling = f"{row['target_type']} {row['target_id']!r} was not imported (its id belongs to source " \
+                           f"{target_clash[row['target_id']]!r})"
+            elif row["query_id"] not in known_queries:
                 dangling = f"unknown query {row['query_id']!r}"
             elif row["target_type"] == "entity" and row["target_id"] not in known_entities:
                 dangling = f"unknown entity {row['target_id']!r}"
