@@ -280,11 +280,11 @@ class ImportBatch:
             dangling = None
             target_clash = clashed_e if row["target_type"] == "entity" else clashed_q
             if row["query_id"] in clashed_q:
-                dangling = f"query {row['query_id']!r} was not imported (its id belongs to source " \
-                           f"{clashed_q[row['query_id']]!r})"
+                dangling = (f"query {row['query_id']!r} was not imported (its id belongs to source "
+                            f"{clashed_q[row['query_id']]!r})")
             elif row["target_id"] in target_clash:
-                dangling = f"{row['target_type']} {row['target_id']!r} was not imported (its id belongs to source " \
-                           f"{target_clash[row['target_id']]!r})"
+                dangling = (f"{row['target_type']} {row['target_id']!r} was not imported (its id belongs to source "
+                            f"{target_clash[row['target_id']]!r})")
             elif row["query_id"] not in known_queries:
                 dangling = f"unknown query {row['query_id']!r}"
             elif row["target_type"] == "entity" and row["target_id"] not in known_entities:
