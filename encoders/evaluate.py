@@ -280,6 +280,12 @@ def _paired_markdown(results: dict[str, dict[str, Any]]) -> list[str]:
                 for lang, cols in sorted(langs.items()):
                     lines.append(f"| {lang} | " + " | ".join(cell(cols[m]) if m in cols else "-" for m in metrics)
                                  + " |")
+            every = entry.get("every_language", {})
+            if every:
+                lines.append("\nAhead in every language (not behind or tied in any), on these queries and in the "
+                             "share of bootstrap resamples:\n")
+                lines.extend(f"- {m}: {'yes' if e['observed'] else 'no, not in ' + ', '.join(e['behind'])}; "
+                             f"{e['probability']:.3f}" for m, e in every.items())
     return lines
 
 

@@ -15,7 +15,7 @@ from catalog import Catalog, Home
 from encoders.cli import cli
 from encoders.evaluate import beir_task
 from encoders.metrics import mrr_at, ndcg_at, query_metrics, recall_at
-from encoders.paired import cell, paired_difference
+from encoders.paired import ahead_in_every_group, cell, paired_difference
 
 
 def test_metrics_by_hand() -> None:
@@ -44,6 +44,21 @@ def test_paired_difference_by_hand() -> None:
         paired_difference([1.0], [1.0, 0.0])
     with pytest.raises(ValueError, match="level"):
         paired_difference([1.0], [0.0], level=1.0)
+
+
+def test_ahead_in_every_group_by_hand() -> None:
+    groups = {
+        "x": {"m1": ([1, 1, 1, 1], [0, 0, 0, 0]), "m2": ([1, 1, 1, 1], [0, 0, 0, 0])},
+        "y": {"m1": ([1, 0], [0, 1]), "m2": ([1, 1], [0, 0])},  # m1 tied in y: not ahead
+    }
+    out = ahead_in_every_group(groups)
+    assert out["m1"]["observed"] is False and out["m1"]["behind"] == ["y"]
+    # y's m1 is ahead on a resample of its two queries only when both draws are the first: 1/4
+    assert out["m1"]["probability"] == pytest.approx(0.25, abs=0.04)
+    assert out["m2"] == {"observed": True, "behind": [], "probability": 1.0}
+    assert out["all"]["behind"] == ["y"] and out["all"]["probability"] == out["m1"]["probability"]
+    with pytest.raises(ValueError, match="queries"):
+        ahead_in_every_group({"z": {"m1": ([1, 0], [0, 0]), "m2": ([1], [0])}})
 
 
 def test_beir_files(tmp_path: Path) -> None:
