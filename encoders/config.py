@@ -306,9 +306,9 @@ def load_toml(path: str | Path, base: str | None = None) -> RunConfig:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read config {path}: {exc}") from exc
     base_name = data.pop("preset", base)
-    merged = _merge(PRESETS[base_name], data) if base_name else data
     if base_name and base_name not in PRESETS:
-        raise ConfigError(f"unknown preset {base_name!r}; known: {sorted(PRESETS)}")
+        raise ConfigError(f"{path}: unknown preset {base_name!r}; known: {sorted(PRESETS)}")
+    merged = _merge(PRESETS[base_name], data) if base_name else data
     return run_config_from_dict(merged)
 
 
