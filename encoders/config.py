@@ -196,20 +196,19 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "warmup_steps": 30, "final_eval": False, "lr": 5e-4, "lr_hash": 2e-3},
     },
     # The best model within an hour on 2 cores: multilingual e5-small, top blocks trained over cached states,
-    # entities reading e5's untuned embedding of their text. Learning rates: the highest that did not lose
-    # Home Depot dev nDCG@10 in 300-step trials (doubling them gave the same curve). Dev quality peaked early
-    # and then fell in longer runs (BENCHMARKS.md, Model quality), so every task stops after 3 passes over its
-    # pairs and dev is checked every 200 steps; the compatibility heads are then fit again on the final tower
-    # (an early kept step had left them under-trained), half of each batch pseudo-queries cut from the legacy
-    # items' text (legacy Recall@10 0.851 -> 0.922). `train.interpolate` stays
-    # off: every point tried lost dev score (BENCHMARKS.md, "Interpolating toward the start"). The anchor block
-    # (weight 8, not in the loss) keeps untuned e5's cross-lingual ranking in every entity search (BENCHMARKS.md,
-    # "The anchor block"). Related searches at three times the paper's weight: on a multilingual catalog their
-    # pairs are a query and its translation, which pulls the query tower toward one embedding per question in
-    # every language (to English +0.006 / +0.010 Recall@1 and related searches +0.05 nDCG@10 on two dev splits,
-    # Home Depot unchanged). With that mix the dev checks rise to the end, and keep_best had kept an earlier step
-    # by a margin below noise that cost 0.014 on Home Depot, so the last step is kept (BENCHMARKS.md,
-    # "Cross-lingual levers"); the checks stay as the run's learning curve.
+    # entities reading e5's untuned embedding of their text. Learning rates: the highest that did not lose Home
+    # Depot dev nDCG@10 in 300-step trials (doubling them gave the same curve). Dev quality peaked early and then
+    # fell in longer runs (BENCHMARKS.md, Model quality), so every task stops after 3 passes over its pairs and dev
+    # is checked every 200 steps; the compatibility heads are then fit again on the final tower (an early kept step
+    # had left them under-trained), half of each batch pseudo-queries cut from the legacy items' text (legacy
+    # Recall@10 0.851 -> 0.922). `train.interpolate` stays off: every point tried lost dev score (BENCHMARKS.md,
+    # "Interpolating toward the start"). The anchor block (weight 8, not in the loss) keeps untuned e5's
+    # cross-lingual ranking in every entity search (BENCHMARKS.md, "The anchor block"). Related searches at three
+    # times the paper's weight: on a multilingual catalog their pairs are a query and its translation, which pulls
+    # the query tower toward one embedding per question in every language (to English +0.006 / +0.010 Recall@1 and
+    # related searches +0.05 nDCG@10 on two dev splits, Home Depot unchanged). With that mix the dev checks rise to
+    # the end, and keep_best had kept an earlier step by a margin below noise that cost 0.014 on Home Depot, so the
+    # last step is kept (BENCHMARKS.md, "Cross-lingual levers"); the checks stay as the run's learning curve.
     "full": {
         "model": {"query": {"backbone": "multilingual-e5-small", "train_layers": 3}, "entity": {"text_input": True},
                   "lexical": {"dim": 256}, "anchor_weight": 8.0},
