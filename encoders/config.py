@@ -93,6 +93,10 @@ class ModelConfig:
     # anchor block and the query->query task trains without it (untuned e5 ranks paraphrases in the question's
     # own language above its translations; related-search nDCG@10 fell with it on, BENCHMARKS.md).
     anchor_related: bool = False
+    # Tokens of entity text the anchor block reads (0: entity.text_input_max_length, what the tower reads). The
+    # block is untrained, so a longer window changes no weight: a question about the end of a long paragraph then
+    # meets that end too (XQuAD R@1 same-language +0.006 / +0.008 at 512 on two dev splits, BENCHMARKS.md).
+    anchor_max_length: int = 0
     init_from_backbone: bool = True  # with entity.text_input: both towers start as the untuned backbone's
     #                                  similarity (one shared random rotation, MLP output initialised to zero)
     seed: int = 0  # seeds the hash functions and the initial weights
@@ -150,6 +154,10 @@ class TrainConfig:
         }
     )
     task_negatives: dict[str, int] = field(default_factory=dict)  # per task override of random negatives
+    # Entity tasks ("query->pin") whose steps draw all their pairs from one target language, and their random
+    # negatives from that language's items: a query then meets as negatives the items its language's searches
+    # rank it against, not mostly other languages' items that its script already rules out. Empty: mixed steps.
+    language_batches: tuple[str, ...] = ()
     # A task leaves the batch mix after this many passes over its pairs (0: never). The paper's weights assume
     # engagement logs no run exhausts; a small public task at weight 8 would otherwise be seen dozens of times
     # while a large one is seen twice, and the entity tower memorises the small task's items.
@@ -203,7 +211,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # had left them under-trained), half of each batch pseudo-queries cut from the legacy items' text (legacy
     # Recall@10 0.851 -> 0.922). `train.interpolate` stays off: every point tried lost dev score (BENCHMARKS.md,
     # "Interpolating toward the start"). The anchor block (weight 8, not in the loss) keeps untuned e5's
-    # cross-lingual ranking in every entity search (BENCHMARKS.md, "The anchor block"). Related searches at three
+    # cross-lingual ranking in every entity search (BENCHMARKS.md, "The anchor block"); it reads e5's whole
+    # 512-token window of the entity text, the tower 256 tokens. Related searches at three
     # times the paper's weight: on a multilingual catalog their pairs are a query and its translation, which pulls
     # the query tower toward one embedding per question in every language (to English +0.006 / +0.010 Recall@1 and
     # related searches +0.05 nDCG@10 on two dev splits, Home Depot unchanged). With that mix the dev checks rise to
@@ -211,7 +220,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # last step is kept (BENCHMARKS.md, "Cross-lingual levers"); the checks stay as the run's learning curve.
     "full": {
         "model": {"query": {"backbone": "multilingual-e5-small", "train_layers": 3}, "entity": {"text_input": True},
-                  "lexical": {"dim": 256}, "anchor_weight": 8.0},
+                  "lexical": {"dim": 256}, "anchor_weight": 8.0, "anchor_max_length": 512},
         "train": {
             "name": "full",
             "steps": 1000,
@@ -328,6 +337,12 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"lexical: dim >= 0, weight >= 0 and nonzeros in 1..dim are required, got {lx}")
     if cfg.model.anchor_weight < 0 or (cfg.model.anchor_weight and not e.text_input):
         raise ConfigError(f"anchor_weight must be >= 0 and needs entity.text_input, got {cfg.model.anchor_weight}")
+    if cfg.model.anchor_max_length < 0:
+        raise ConfigError(f"anchor_max_length must be >= 0 (0: entity.text_input_max_length), got "
+                          f"{cfg.model.anchor_max_length}")
+    if cfg.model.anchor_in_loss and cfg.model.anchor_max_length not in (0, e.text_input_max_length):
+        raise ConfigError("anchor_max_length differs from entity.text_input_max_length, but anchor_in_loss trains "
+                          "against the tower's text_input vectors: set one window for both")
     if e.dim != q.dim:
         raise ConfigError(f"entity.dim ({e.dim}) must equal query.dim ({q.dim}): one shared space")
     if cfg.model.compat_mode not in ("head", "prefix", "off"):
@@ -354,3 +369,6 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"task names look like 'query->pin', got {task!r}")
         if weight < 0:
             raise ConfigError(f"task weight of {task} is negative")
+    stray = sorted(set(t.language_batches) - set(t.tasks))
+    if stray:
+        raise ConfigError(f"train.language_batches names task(s) {stray} that are not in train.tasks")

@@ -25,7 +25,7 @@ from encoders.entity import EntityEncoder
 from encoders.errors import CheckpointError, ConfigError, UnknownSpace
 from encoders.features import Featurizer, passage_text
 from encoders.lexical import LexicalEncoder
-from encoders.query import PassageEncoder, QueryEncoder, head_key
+from encoders.query import PassageEncoder, PassageWindow, QueryEncoder, head_key
 from encoders.tokenize import EntityTokenizer
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,11 @@ class OmniSearchSage(nn.Module):
         if cfg.entity.text_input:
             self.passage = PassageEncoder(self.query, backbone, cfg.entity.text_input_max_length)
             text_dim = int(self.query.backbone.config.hidden_size)
+            positions = int(getattr(self.query.backbone.config, "max_position_embeddings", 0) or 0)
+            longest = max(cfg.entity.text_input_max_length, cfg.anchor_max_length)
+            if positions and longest > positions:
+                raise ConfigError(f"entity text windows of {longest} tokens exceed the backbone's "
+                                  f"{positions} positions (entity.text_input_max_length, anchor_max_length)")
         # where text_input embeddings are memoised (by backbone and exact text, so sharing it is safe)
         self.passage_cache_dir: Path | None = cache_root() / "embeddings"
         self.entity = EntityEncoder(cfg.entity, tokenizer.num_ids, cfg.seed, text_dim)
@@ -248,6 +253,7 @@ class OmniSearchSage(nn.Module):
         dim = self.cfg.query.serve_dim
         out = np.zeros((len(rows), dim + self.anchor_dim), np.float32)
         text_vecs = self.text_vectors(rows) if self.passage is not None else None
+        anchors = self.anchor_vectors(rows, text_vecs) if self.anchor_dim and text_vecs is not None else None
         for start in range(0, len(rows), batch_size):
             feats = [self.featurizer.features(r) for r in rows[start : start + batch_size]]
             if text_vecs is not None:
@@ -255,8 +261,8 @@ class OmniSearchSage(nn.Module):
                     f.text_vec = v
             vec = self.entity(self.featurizer.collate(feats))  # (b, D)
             out[start : start + len(feats), :dim] = F.normalize(vec[:, :dim], dim=-1).numpy()
-        if self.anchor_dim and text_vecs is not None:
-            out[:, dim:] = text_vecs  # the untuned backbone's own (unit) embedding of the text
+        if anchors is not None:
+            out[:, dim:] = anchors  # the untuned backbone's own (unit) embedding of the text
         texts = [passage_text(r, self.cfg.entity.fields) for r in rows] if self.lexical is not None else []
         return self._serve(out, texts)
 
@@ -268,6 +274,20 @@ class OmniSearchSage(nn.Module):
 
         texts = [passage_text(r, self.cfg.entity.fields) for r in rows]  # the fields the bags read too
         return cached_passages(self.passage, texts, self.passage_cache_dir, progress)  # type: ignore[arg-type]
+
+    def anchor_vectors(self, rows: list[Row], text_vecs: NDArray[np.float32] | None = None) -> NDArray[np.float32]:
+        """(n, h) the anchor block of the rows: the untuned embedding of their text over `anchor_max_length`
+        tokens (the text_input vectors themselves when that window is the tower's)."""
+        if self.passage is None:
+            raise UnknownSpace("this model has no text_input")
+        length = self.cfg.anchor_max_length
+        if not length or length == self.passage.max_length:
+            return text_vecs if text_vecs is not None else self.text_vectors(rows)
+        from encoders.baselines import cached_passages
+
+        texts = [passage_text(r, self.cfg.entity.fields) for r in rows]
+        window = PassageWindow(self.passage, length)
+        return cached_passages(window, texts, self.passage_cache_dir)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ files
     def config_dict(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -234,8 +234,10 @@ class PassageEncoder(nn.Module):
         return F.normalize(mean_pool(hidden.float(), attention_mask), dim=-1)
 
     @torch.inference_mode()
-    def encode(self, texts: list[str], passage: bool = True, progress: bool = False) -> Any:
-        """(n,) texts -> (n, h) float32 numpy, L2-normalised (same signature as PlainEncoder.encode)."""
+    def encode(self, texts: list[str], passage: bool = True, progress: bool = False,
+               max_length: int | None = None) -> Any:
+        """(n,) texts -> (n, h) float32 numpy, L2-normalised (same signature as PlainEncoder.encode); passages
+        are cut at `max_length` tokens (None: the encoder's own `max_length`)."""
         import numpy as np
 
         query: QueryEncoder = self.__dict__["_query"]
@@ -249,7 +251,7 @@ class PassageEncoder(nn.Module):
             idx = order[start : start + 64]
             enc = query.tokenizer(
                 [prefix + texts[i] for i in idx], padding=True, truncation=True,
-                max_length=self.max_length if passage else 64, return_tensors="pt",
+                max_length=(max_length or self.max_length) if passage else 64, return_tensors="pt",
             )
             ids, mask = enc["input_ids"], enc["attention_mask"]
             with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -267,3 +269,14 @@ class PassageEncoder(nn.Module):
             pooled = mean_pool(hidden.float(), mask)
             out[idx] = F.normalize(pooled, dim=-1).numpy()
         return out
+
+
+class PassageWindow:
+    """The untuned passage encoder reading up to `max_length` tokens: the anchor block's view of entity text
+    (ModelConfig.anchor_max_length), memoised apart from the tower's text_input vectors by its length."""
+
+    def __init__(self, passage: PassageEncoder, max_length: int) -> None:
+        self.passage, self.backbone, self.max_length = passage, passage.backbone, max_length
+
+    def encode(self, texts: list[str], passage: bool = True, progress: bool = False) -> Any:
+        return self.passage.encode(texts, passage, progress, max_length=self.max_length)

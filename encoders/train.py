@@ -8,6 +8,7 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,14 +57,36 @@ class TrainResult:
 
 
 class TaskSampler:
-    """Cycles through a task's pairs in a fresh seeded order each epoch."""
+    """Cycles through a task's pairs in a fresh seeded order each epoch.
 
-    def __init__(self, n: int, seed: int) -> None:
+    With `groups` (a label per pair), each take draws from one group: the group is picked with probability
+    proportional to the pairs it has left this epoch, so every pair is still seen once per epoch. A step's pairs
+    then share, say, their target's language, and its in-batch negatives are items the query's own candidates
+    compete with (TrainConfig.language_batches).
+    """
+
+    def __init__(self, n: int, seed: int, groups: Sequence[str] | None = None) -> None:
         self.n = n
         self.rng = np.random.default_rng(seed)
-        self.order = self.rng.permutation(n)
         self.pos = 0
         self.epoch = 0
+        self.groups: dict[str, np.ndarray] | None = None
+        if groups is not None:
+            if len(groups) != n:
+                raise ValueError(f"{len(groups)} group labels for {n} pairs")
+            labels = np.asarray(groups, dtype=object)
+            self.groups = {g: np.flatnonzero(labels == g) for g in sorted(set(groups))}
+        self._shuffle()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:  # resumable states written before `groups` existed
+        self.__dict__.update({"groups": None, **state})
+
+    def _shuffle(self) -> None:
+        if self.groups is None:
+            self.order = self.rng.permutation(self.n)
+        else:
+            self.queues = {g: self.rng.permutation(idx) for g, idx in self.groups.items()}
+            self.heads = dict.fromkeys(self.groups, 0)
 
     @property
     def epochs(self) -> float:
@@ -72,13 +95,26 @@ class TaskSampler:
 
     def take(self, k: int) -> np.ndarray:
         out: list[int] = []
+        group: str | None = None
         while len(out) < k:
             if self.pos >= self.n:
-                self.order = self.rng.permutation(self.n)
+                self._shuffle()
                 self.pos = 0
                 self.epoch += 1
-            step = min(k - len(out), self.n - self.pos)
-            out.extend(self.order[self.pos : self.pos + step].tolist())
+                group = None
+            if self.groups is None:
+                step = min(k - len(out), self.n - self.pos)
+                out.extend(self.order[self.pos : self.pos + step].tolist())
+            else:
+                left = {g: len(q) - self.heads[g] for g, q in self.queues.items()}
+                if group is None or left[group] == 0:  # a group ran out mid-take: the rest comes from another
+                    names = [g for g in left if left[g]]
+                    weights = np.array([left[g] for g in names], dtype=float)
+                    group = names[int(self.rng.choice(len(names), p=weights / weights.sum()))]
+                step = min(k - len(out), left[group])
+                head = self.heads[group]
+                out.extend(self.queues[group][head : head + step].tolist())
+                self.heads[group] = head + step
             self.pos += step
         return np.asarray(out, dtype=np.int64)
 
@@ -171,7 +207,8 @@ class Trainer:
                 dims, weights, lc.temperature, lc.max_scale, lc.logq, lc.sketch_width, lc.sketch_depth,
                 seed=tc.seed + i,
             )
-        self.samplers = {t.name: TaskSampler(len(t.pairs), tc.seed + 101 * i) for i, t in enumerate(self.tasks)}
+        self.samplers = {t.name: TaskSampler(len(t.pairs), tc.seed + 101 * i, self._pair_languages(t))
+                         for i, t in enumerate(self.tasks)}
         self.known = {t.name: KnownPositives(t.pairs, self.query_group) for t in self.tasks if cfg.loss.mask_known}
         self.neg_rng = np.random.default_rng(tc.seed + 7)
         self.optimizer = self._optimizer()
@@ -216,6 +253,8 @@ class Trainer:
         self.entity_ids: dict[str, list[str]] = {}
         self.entity_feats: dict[str, list[EntityFeatures]] = {}
         self.entity_pos: dict[str, dict[str, int]] = {}
+        self.entity_langs: dict[str, list[str]] = {}
+        self.lang_members: dict[str, dict[str, np.ndarray]] = {}  # kind -> language -> its entities' positions
         kinds = sorted({t.kind for t in self.tasks if t.target == "entity"})
         text_vecs: list[np.ndarray] = []
         for kind in kinds:
@@ -230,6 +269,9 @@ class Trainer:
             self.entity_ids[kind] = [r["id"] for r in rows]
             self.entity_feats[kind] = feats
             self.entity_pos[kind] = {r["id"]: n for n, r in enumerate(rows)}
+            self.entity_langs[kind] = [str(r.get("lang") or "") for r in rows]
+            langs = np.asarray(self.entity_langs[kind], dtype=object)
+            self.lang_members[kind] = {g: np.flatnonzero(langs == g) for g in set(self.entity_langs[kind])}
         if text_vecs and not self.resumed and self.cfg.model.init_from_backbone:
             self.model.order_by_variance(np.concatenate(text_vecs))
         for task in self.tasks:  # pairs whose target is missing from the catalog cannot be trained on
@@ -344,6 +386,26 @@ class Trainer:
         inverse[torch.tensor(order)] = torch.arange(len(order))
         return pooled[inverse]
 
+    def _pair_languages(self, task: TaskData) -> list[str] | None:
+        """The target language of each pair of a `train.language_batches` task (None: mixed steps)."""
+        if task.name not in self.cfg.train.language_batches:
+            return None
+        if task.target != "entity":
+            log.warning("train.language_batches: %s has no entity targets; its steps stay mixed", task.name)
+            return None
+        langs, pos = self.entity_langs[task.kind], self.entity_pos[task.kind]
+        return [langs[pos[t]] for _, t in task.pairs]
+
+    def _negatives(self, task: TaskData, pairs: list[tuple[str, str]], n: int) -> np.ndarray:
+        """Positions of `n` random negatives: uniform over the task's kind, or over the step's language."""
+        feats = self.entity_feats[task.kind]
+        if not n:
+            return np.zeros(0, int)
+        if self.samplers[task.name].groups is None:
+            return self.neg_rng.integers(0, len(feats), n)
+        lang = self.entity_langs[task.kind][self.entity_pos[task.kind][pairs[0][1]]]
+        return self.neg_rng.choice(self.lang_members[task.kind][lang], n)
+
     def _leave_out(self, qid: str) -> str | frozenset[str]:
         """What a training query hides from its positive's engaged-queries bag: itself, and with
         `engaged_translations` every query of its group (its translations are in that bag too)."""
@@ -406,7 +468,7 @@ class Trainer:
                 pos_index = self.entity_pos[task.kind]
                 pos_feats = [feats[pos_index[t]] for _, t in pairs]
                 exclude: list[str | frozenset[str] | None] = [self._leave_out(q) for q, _ in pairs]
-                neg_idx = self.neg_rng.integers(0, len(feats), n_neg * len(pairs)) if n_neg else np.zeros(0, int)
+                neg_idx = self._negatives(task, pairs, n_neg * len(pairs))
                 all_feats = pos_feats + [feats[i] for i in neg_idx]
                 exclude += [None] * len(neg_idx)
                 ec = self.cfg.model.entity
@@ -425,6 +487,8 @@ class Trainer:
                     neg_ids = [self.entity_ids[task.kind][i] for i in neg_idx]
                     neg_keys = keys_of(neg_ids)
                     neg_known = known_pos.mask(queries, neg_ids) if known_pos else None  # (B, R)
+                    # The whole kind even when negatives come from one language: the streaming in-batch
+                    # frequencies are per step over all steps too, so both logQ terms stay on one scale.
                     n_cand = len(feats)
             elif task.target == "query":
                 q = qvec[qrows]

@@ -15,11 +15,11 @@ from catalog import Catalog, Home
 from encoders.config import override
 from encoders.data import engaged_queries, is_positive, load_tasks
 from encoders.evaluate import dev_tasks, evaluate_system
-from encoders.features import query_key
+from encoders.features import passage_text, query_key
 from encoders.interpolate import interpolate, snapshot
 from encoders.retrieval import Pools
 from encoders.systems import ModelRetriever
-from encoders.train import Trainer, allocate, dev_score
+from encoders.train import TaskSampler, Trainer, allocate, dev_score
 
 TEXTS = ["iphone charger", "¿qué es un gato doméstico?", "star at the center"]
 
@@ -264,3 +264,69 @@ def test_interpolation_keeps_the_point_with_the_best_dev_score(tiny_home: Home) 
         pools = Pools(cat)
         again = evaluate_system(ModelRetriever(model, pools), dev_tasks(cat, 0.5, None), pools)
     assert dev_score(again) == pytest.approx(tried[chosen], abs=1e-3)
+
+
+def test_task_sampler_groups_each_take_and_still_sees_every_pair_once_per_epoch() -> None:
+    groups = ["a"] * 12 + ["b"] * 30 + ["c"] * 6
+    sampler = TaskSampler(len(groups), 0, groups)
+    seen: list[int] = []
+    for _ in range(8):  # every group's size is a multiple of 6: no take straddles two groups
+        took = sampler.take(6).tolist()
+        assert len({groups[i] for i in took}) == 1
+        seen += took
+    assert sorted(seen) == list(range(len(groups))) and sampler.epochs == 1.0
+    odd = TaskSampler(len(groups), 1, groups)
+    seen = [i for _ in range(12) for i in odd.take(4).tolist()]  # 48 = one epoch in takes of 4
+    assert sorted(seen) == list(range(len(groups)))
+    with pytest.raises(ValueError, match="labels"):
+        TaskSampler(3, 0, ["a"])
+
+
+def test_language_batches_draw_pairs_and_negatives_from_one_language(tiny_home: Home) -> None:
+    cfg = override(tiny_config(steps=2), {"train": {"language_batches": ["query->pin"]}})
+    trainer = Trainer(tiny_home, cfg, out=tiny_home.checkpoints / "langs", progress=False)
+    trainer.prepare()
+    task = next(t for t in trainer.tasks if t.name == "query->pin")
+    langs = {eid: lang for eid, lang in zip(trainer.entity_ids["pin"], trainer.entity_langs["pin"], strict=True)}
+    assert len(set(langs.values())) == 2  # the fixture's pins are in two languages
+    sampler = trainer.samplers["query->pin"]
+    assert sampler.groups is not None and trainer.samplers["query->product"].groups is None
+    pairs = [task.pairs[i] for i in sampler.take(2)]
+    lang = langs[pairs[0][1]]
+    assert {langs[t] for _, t in pairs} == {lang}
+    negatives = trainer._negatives(task, pairs, 50)
+    assert {trainer.entity_langs["pin"][i] for i in negatives} == {lang}
+    assert trainer.train_step()["query->pin"] > 0
+    with pytest.raises(encoders.errors.ConfigError, match="language_batches"):
+        encoders.config.validate(override(tiny_config(), {"train": {"language_batches": ["query->nothing"]}}))
+
+
+def test_anchor_window_reads_more_of_long_entity_text_than_the_tower(tiny_home: Home) -> None:
+    cfg = override(tiny_config(steps=0), {"model": {"anchor_weight": 2.0, "anchor_max_length": 64,
+                                                    "entity": {"text_input_max_length": 8}}})
+    trainer = Trainer(tiny_home, cfg, out=tiny_home.checkpoints / "window", progress=False)
+    trainer.prepare()
+    model = trainer.model
+    model.eval()
+    assert model.passage is not None
+    with Catalog(tiny_home.catalog_db, read_only=True) as cat:
+        rows = list(cat.entities())
+    texts = [passage_text(r, model.cfg.entity.fields) for r in rows]
+    tower, anchor = model.text_vectors(rows), model.anchor_vectors(rows)
+    def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # bf16 batches differ in their last digits
+        return np.asarray((a * b).sum(axis=1))
+
+    assert cosine(anchor, model.passage.encode(texts, max_length=64)).min() > 0.999
+    assert cosine(tower, model.passage.encode(texts)).min() > 0.999  # the tower keeps its 8 tokens
+    prefix = model.backbone_info.passage_prefix
+    long = np.array([len(model.query.tokenizer(prefix + t)["input_ids"]) > 8 for t in texts])
+    assert long.sum() > len(texts) // 2
+    same = cosine(anchor, tower)
+    assert same[long].max() < 0.99 and same[~long].min() > 0.999  # only texts past 8 tokens differ
+    served = model.embed_entities(rows)[:, 256 : 256 + 384]  # the anchor block of the served vectors
+    assert np.allclose(served / np.linalg.norm(served, axis=1, keepdims=True), anchor, atol=1e-5)
+    with pytest.raises(encoders.errors.ConfigError, match="anchor_in_loss"):
+        encoders.config.validate(override(cfg, {"model": {"anchor_in_loss": True}}))
+    with pytest.raises(encoders.errors.ConfigError, match="positions"):
+        Trainer(tiny_home, override(cfg, {"model": {"anchor_max_length": 4096}}),
+                out=tiny_home.checkpoints / "too-long", progress=False).prepare()
