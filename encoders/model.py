@@ -280,14 +280,23 @@ class OmniSearchSage(nn.Module):
         tokens (the text_input vectors themselves when that window is the tower's)."""
         if self.passage is None:
             raise UnknownSpace("this model has no text_input")
+        base = text_vecs if text_vecs is not None else self.text_vectors(rows)
         length = self.cfg.anchor_max_length
         if not length or length == self.passage.max_length:
-            return text_vecs if text_vecs is not None else self.text_vectors(rows)
+            return base
         from encoders.baselines import cached_passages
 
         texts = [passage_text(r, self.cfg.entity.fields) for r in rows]
+        # only a text the tower's window cuts reads differently in this one: embed just those again
+        prefix = self.backbone_info.passage_prefix
+        ids = self.query.tokenizer([prefix + t for t in texts], truncation=True, max_length=length)["input_ids"]
+        cut = [i for i, x in enumerate(ids) if len(x) > self.passage.max_length]
+        if not cut:
+            return base
+        out = np.array(base, dtype=np.float32, copy=True)
         window = PassageWindow(self.passage, length)
-        return cached_passages(window, texts, self.passage_cache_dir)  # type: ignore[arg-type]
+        out[cut] = cached_passages(window, [texts[i] for i in cut], self.passage_cache_dir)  # type: ignore[arg-type]
+        return out
 
     # ------------------------------------------------------------------ files
     def config_dict(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
